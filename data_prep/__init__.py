@@ -1,0 +1,1 @@
+"""Data preparation: CW simulator, relabelling, splits and user-data import."""

@@ -1,0 +1,1 @@
+"""Evaluation: answer parsing, metrics, robustness under perturbations, reports."""

@@ -1,0 +1,1 @@
+"""Prompt templates (basic, instruction, CoT) in English and Chinese."""
