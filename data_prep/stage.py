@@ -1,0 +1,283 @@
+"""Stage ``data_prep``: simulate CW trajectories and/or import user data into split records.
+
+``python -m pipeline data_prep --config data_prep/configs/demo.yaml [key=value ...]``
+
+Simulation, per motion class: draw scenarios (base geometries) with ``variants_per_scenario``
+variants each, propagate them (:mod:`data_prep.simulate`), observe them with the noisy
+sensor (:mod:`data_prep.sensor`), derive features from the observation only
+(:mod:`data_prep.features`) and keep a sample only if :func:`data_prep.labelling.relabel_motion`
+gives back the generating class (dropped counts go to the manifest). Context fields are
+drawn uniformly; operation and task intents follow :mod:`data_prep.rules`. Splits are
+stratified by motion class and cut by scenario, so the variants of one scenario never
+straddle splits. Imported rows are split by a hash of their sample id.
+
+Outputs: ``{train,dev,test}.jsonl`` (contract records) and ``trajectories/{split}.npz``
+(``sample_id`` (n,), ``states`` (n, T, 7) float32: t, x, y, z, vx, vy, vz in s, m, m/s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep import cw, rules, simulate
+from data_prep.features import features_batch
+from data_prep.imports import ImportSpec, hashed_split, import_file
+from data_prep.labelling import Thresholds, relabel_motion
+from data_prep.sensor import SensorNoise, measure
+from data_prep.taxonomy import MOTION_LABELS
+from pipeline.config import ConfigError
+from pipeline.io import atomic_path, write_jsonl
+from pipeline.stage import Stage, StageResult
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+#: Decimals kept in the stored observation (features are computed from the rounded values).
+OBS_DECIMALS: dict[str, int] = {"t_s": 1, "range_m": 2, "range_rate_mps": 4, "az_deg": 4, "el_deg": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPrepConfig:
+    """Configuration of the data_prep stage."""
+
+    # Output folder for {train,dev,test}.jsonl, trajectories/ and manifest.json.
+    out_dir: Path = Path("runs/demo/data_prep")
+    # simulate: CW simulator only; import: only the files in `imports`; both: simulator + imports.
+    mode: Literal["simulate", "import", "both"] = "simulate"
+    # Number of simulated samples kept after relabelling (paper profile: 50,688), split evenly over `motions`.
+    n_samples: int = 3000
+    # Motion classes to simulate (subset of the taxonomy's motion labels).
+    motions: tuple[str, ...] = MOTION_LABELS
+    # Variants (geometry jitter, sensor noise, context) per scenario; a scenario never straddles splits.
+    variants_per_scenario: int = 4
+    # train/dev/test fractions (normalised); applied per motion class over scenarios.
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # Master seed: same seed and config -> byte-identical outputs.
+    seed: int = 0
+    # Station orbit for the CW dynamics: LEO (400 km, n ~ 1.13e-3 rad/s) or GEO (n ~ 7.29e-5 rad/s).
+    orbit: Literal["LEO", "GEO"] = "LEO"
+    # Observation window and cadence, seconds (T = window_s / cadence_s + 1 samples).
+    window_s: float = 3000.0
+    cadence_s: float = 60.0
+    # Sensor 1-sigma noise (range floor/fraction, angles in degrees, range-rate in m/s).
+    noise: SensorNoise = dataclasses.field(default_factory=SensorNoise)
+    # Unmodelled acceleration 1-sigma per step, m/s^2 (process noise).
+    accel_noise_mps2: float = 1.0e-6
+    # Relabelling thresholds (also used for burn detection in the features).
+    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    # Scenarios generated per batch (memory ~ batch * variants * T * 6 * 8 bytes per array).
+    batch_scenarios: int = 1024
+    # Generate this factor more scenarios than needed to cover relabelling drops.
+    oversample: float = 1.3
+    # User data files to import (mode import/both); see data_prep.imports.ImportSpec.
+    imports: tuple[ImportSpec, ...] = ()
+
+
+def validate_config(cfg: DataPrepConfig) -> None:
+    """Semantic checks beyond types; raises ConfigError naming the key."""
+    unknown = [m for m in cfg.motions if m not in MOTION_LABELS]
+    if unknown:
+        raise ConfigError(f"motions: unknown motion label(s) {unknown}; expected a subset of {list(MOTION_LABELS)}")
+    if cfg.mode in ("simulate", "both") and (cfg.n_samples < 1 or not cfg.motions):
+        raise ConfigError("n_samples: must be >= 1 (with at least one motion) when simulating")
+    if cfg.mode in ("import", "both") and not cfg.imports:
+        raise ConfigError(f"imports: mode={cfg.mode!r} needs at least one import file")
+    if any(f < 0 for f in cfg.split_fractions) or sum(cfg.split_fractions) <= 0:
+        raise ConfigError("split_fractions: must be non-negative with a positive sum")
+    if cfg.cadence_s <= 0 or cfg.window_s < 2 * cfg.cadence_s:
+        raise ConfigError("window_s/cadence_s: need cadence_s > 0 and at least 3 samples per window")
+    if cfg.variants_per_scenario < 1 or cfg.batch_scenarios < 1 or cfg.oversample < 1.0:
+        raise ConfigError("variants_per_scenario, batch_scenarios must be >= 1 and oversample >= 1")
+
+
+def class_targets(n_samples: int, motions: tuple[str, ...]) -> dict[str, int]:
+    """Samples per motion class: an even split, the remainder to the first classes."""
+    base, rem = divmod(n_samples, len(motions))
+    return {m: base + (1 if i < rem else 0) for i, m in enumerate(motions)}
+
+
+def _round_obs(meas: dict[str, np.ndarray], t: np.ndarray) -> dict[str, np.ndarray]:
+    """Round measurements (N, T) to the stored decimals so features match the JSON exactly."""
+    out = {k: np.round(v, OBS_DECIMALS[k]) for k, v in meas.items()}
+    out["t_s"] = np.round(t, OBS_DECIMALS["t_s"])
+    return out
+
+
+def _draw_contexts(rng: np.random.Generator, n: int, orbit: str) -> list[dict[str, Any]]:
+    """n contexts with every field drawn uniformly from rules.CONTEXT_VALUES."""
+    draws = {k: rng.integers(0, len(v), n) for k, v in rules.CONTEXT_VALUES.items()}
+    return [
+        {"orbit": orbit, **{k: rules.CONTEXT_VALUES[k][int(draws[k][i])] for k in rules.CONTEXT_VALUES}}
+        for i in range(n)
+    ]
+
+
+def simulate_class(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
+                   ) -> tuple[list[dict[str, Any]], np.ndarray, Counter]:
+    """Kept samples of one motion class, their true states (n, T, 7) and the drop counter.
+
+    Samples are kept in scenario order until ``target`` is reached; the drop counter maps
+    the relabel outcome (``"ambiguous"`` or another class) to its count.
+    """
+    n = cw.orbit_mean_motion(cfg.orbit)
+    n_steps = int(round(cfg.window_s / cfg.cadence_s))
+    t = np.arange(n_steps + 1) * cfg.cadence_s
+    gen = simulate.GENERATORS[motion]
+    v = cfg.variants_per_scenario
+    kept: list[dict[str, Any]] = []
+    kept_states: list[np.ndarray] = []
+    dropped: Counter = Counter()
+    scen_offset, batch = 0, 0
+    while len(kept) < target:
+        need = target - len(kept)
+        n_scen = min(cfg.batch_scenarios, max(1, math.ceil(need * cfg.oversample / v)))
+        rng = np.random.default_rng([cfg.seed, class_idx, batch])
+        sim = simulate.Sim(n, cfg.cadence_s, n_steps, cfg.accel_noise_mps2, rng)
+        states = gen(sim, n_scen, v)
+        obs = _round_obs(measure(states, rng, cfg.noise), t)
+        feats = features_batch(obs["t_s"], obs["range_m"], obs["range_rate_mps"], obs["az_deg"], obs["el_deg"],
+                               n, cfg.thresholds)
+        contexts = _draw_contexts(rng, len(feats), cfg.orbit)
+        for i, f in enumerate(feats):
+            if len(kept) >= target:
+                break
+            label = relabel_motion(f, cfg.thresholds)
+            if label != motion:
+                dropped["ambiguous" if label is None else label] += 1
+                continue
+            kept.append({
+                "scenario_seed": class_idx * 10_000_000 + scen_offset + i // v,
+                "labels": rules.intents(contexts[i], motion),
+                "context": contexts[i],
+                "observation": {k: obs[k][i].tolist() if k != "t_s" else obs[k].tolist() for k in OBS_DECIMALS},
+                "features": f,
+            })
+            kept_states.append(np.concatenate([np.broadcast_to(t[:, None], (len(t), 1)), states[i]], axis=1))
+        scen_offset += n_scen
+        batch += 1
+        if batch > 1000:
+            raise RuntimeError(f"{motion}: relabelling keeps too few samples; check thresholds")
+    return kept, np.asarray(kept_states, dtype=np.float32), dropped
+
+
+def assign_scenario_splits(scenarios: list[int], seed: int, class_idx: int,
+                           fractions: tuple[float, float, float]) -> dict[int, str]:
+    """Split the unique scenarios of one class by a seeded permutation (stratified per class)."""
+    uniq = sorted(set(scenarios))
+    order = np.random.default_rng([seed, 7919, class_idx]).permutation(len(uniq))
+    frac = np.asarray(fractions, dtype=float) / sum(fractions)
+    cuts = np.rint(np.cumsum(frac) * len(uniq)).astype(int)
+    out = {}
+    for rank, j in enumerate(order):
+        out[uniq[j]] = SPLITS[int(np.searchsorted(cuts, rank, side="right"))]
+    return out
+
+
+def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[str, np.ndarray], dict[str, Any]]:
+    """Simulated records per split, true states per split (n, T, 7) and stats."""
+    targets = class_targets(cfg.n_samples, cfg.motions)
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    states_split: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    dropped: dict[str, dict[str, int]] = {}
+    for class_idx, motion in enumerate(tqdm(cfg.motions, desc="simulate", disable=None)):
+        kept, states, drops = simulate_class(cfg, MOTION_LABELS.index(motion), motion, targets[motion])
+        dropped[motion] = dict(sorted(drops.items()))
+        split_of = assign_scenario_splits([r["scenario_seed"] for r in kept], cfg.seed, class_idx, cfg.split_fractions)
+        for rec, st in zip(kept, states):
+            split = split_of[rec["scenario_seed"]]
+            by_split[split].append(rec)
+            states_split[split].append(st)
+    # Interleave the classes (a seeded shuffle per split), then number the samples.
+    counter = 0
+    out_states: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        order = np.random.default_rng([cfg.seed, 104729, SPLITS.index(split)]).permutation(len(by_split[split]))
+        recs = []
+        for j in order:
+            rec = by_split[split][j]
+            recs.append({"sample_id": f"sim-s{cfg.seed}-{counter:06d}", "scenario_seed": rec["scenario_seed"],
+                         "split": split, "source": "simulator", **{k: rec[k] for k in
+                         ("labels", "context", "observation", "features")},
+                         "text": None, "rationale": None, "provenance": []})
+            counter += 1
+        by_split[split] = recs
+        n_t = int(round(cfg.window_s / cfg.cadence_s)) + 1
+        out_states[split] = (np.stack([states_split[split][j] for j in order]) if len(order)
+                             else np.zeros((0, n_t, 7), dtype=np.float32))
+    stats = {"dropped_per_class": dropped,
+             "dropped_total": int(sum(sum(d.values()) for d in dropped.values()))}
+    return by_split, out_states, stats
+
+
+def run(cfg: DataPrepConfig) -> StageResult:
+    """Build all records in memory, validate, then write every output atomically."""
+    validate_config(cfg)
+    t0 = time.perf_counter()
+    records: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    states: dict[str, np.ndarray] = {}
+    stats: dict[str, Any] = {}
+    if cfg.mode in ("simulate", "both"):
+        records, states, sim_stats = simulate_records(cfg)
+        stats.update(sim_stats)
+    stats["generation_seconds"] = round(time.perf_counter() - t0, 3)
+    imported: dict[str, int] = {}
+    if cfg.mode in ("import", "both"):
+        seen_ids = {r["sample_id"] for rs in records.values() for r in rs}
+        for spec in cfg.imports:
+            rows = import_file(spec)
+            for rec in rows:
+                if rec["sample_id"] in seen_ids:
+                    # Two import files with the same stem and ids would silently merge otherwise.
+                    raise ConfigError(f"imports: sample id {rec['sample_id']!r} of {spec.path} already used; "
+                                      "set a distinct `source` for this file")
+                seen_ids.add(rec["sample_id"])
+                rec["split"] = hashed_split(rec["sample_id"], cfg.seed, cfg.split_fractions)
+                records[rec["split"]].append(rec)
+            imported[str(spec.path)] = len(rows)
+        stats["imported"] = imported
+    out_dir = Path(cfg.out_dir)
+    outputs: list[Path] = []
+    for split in SPLITS:
+        path = out_dir / f"{split}.jsonl"
+        write_jsonl(path, records[split])
+        outputs.append(path)
+    if states:
+        for split in SPLITS:
+            sim_ids = np.array([r["sample_id"] for r in records[split] if r["source"] == "simulator"])
+            path = out_dir / "trajectories" / f"{split}.npz"
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, sample_id=sim_ids, states=states[split])
+            outputs.append(path)
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for split in SPLITS:
+        counts[split] = dict(sorted(Counter(r["labels"]["motion"] for r in records[split]).items()))
+    stats["rows"] = {s: len(records[s]) for s in SPLITS}
+    stats["counts_per_split_motion"] = dict(counts)
+    stats["seconds_total"] = round(time.perf_counter() - t0, 3)
+    log.info("data_prep: %s rows, dropped %s", stats["rows"], stats.get("dropped_total", 0))
+    return StageResult(outputs=outputs, stats=stats)
+
+
+def inputs(cfg: DataPrepConfig) -> list[Path]:
+    """Import files read by the stage (none when only simulating)."""
+    return [Path(s.path) for s in cfg.imports] if cfg.mode in ("import", "both") else []
+
+
+STAGE = Stage(
+    name="data_prep",
+    config_cls=DataPrepConfig,
+    inputs=inputs,
+    run=run,
+    default_config="data_prep/configs/demo.yaml",
+    help="CW-simulated and/or imported intent records with train/dev/test splits",
+)
