@@ -1,0 +1,206 @@
+"""Shared pieces of the expert labelling loop: records, review rows, label validation.
+
+Every label stage speaks the same two row shapes:
+
+* a **selection row** (``label.select`` output, ``label.export`` / ``label.review`` input)::
+
+    {"sample_id", "split", "batch_id", "strategy", "score", "in_random_slice", "reasons": {strategy: score},
+     "text", "predicted": {level: label|None}, "rationale": str|None, "confidence": float|None,
+     "gold": {level: label|None}, "model_version"}
+
+* a **review row** (``label.import`` / ``label.review`` output, ``label.merge`` / ``label.agreement`` input),
+  one per (task, reviewer)::
+
+    {"sample_id", "split", "batch_id", "task_id", "reviewer", "labels": {level: label|None},
+     "rationale": str|None, "rationale_edited": bool, "model_labels": {level: label|None},
+     "model_rationale": str|None, "model_version", "accepted": bool, "lead_time": float|None,
+     "created_at": str|None, "updated_at": str|None, "source": "label_studio"|"jsonl"|"review"}
+
+``labels[level] is None`` means the reviewer gave no opinion on that level (the record keeps its label).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from data_prep.taxonomy import DISPLAY, LABELS, LEVELS, canonical_label
+from pipeline.io import DataError, read_jsonl
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+REVIEW_SOURCES = ("label_studio", "jsonl", "review")
+_ANSWER_LINE = re.compile(r"^\s*(answer|答案)\s*[:：]", re.IGNORECASE)
+
+
+# -------------------------------------------------------------------------------------------- records
+def split_files(records_dir: Path, splits: Iterable[str] = SPLITS) -> list[Path]:
+    """``<records_dir>/<split>.jsonl`` for each split that exists (at least one must)."""
+    files = [Path(records_dir) / f"{s}.jsonl" for s in splits if (Path(records_dir) / f"{s}.jsonl").exists()]
+    if not files:
+        raise DataError(records_dir, None, None, f"no records files {[f'{s}.jsonl' for s in splits]} found")
+    return files
+
+
+def load_records(records_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str, dict[str, Any]]:
+    """All records of the given splits keyed by ``sample_id`` (duplicates are a DataError)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in split_files(records_dir, splits):
+        for lineno, rec in read_jsonl(path):
+            sid = rec.get("sample_id")
+            if not isinstance(sid, str) or not sid:
+                raise DataError(path, lineno, "sample_id", "missing or not a string")
+            if sid in out:
+                raise DataError(path, lineno, "sample_id", f"duplicate sample_id {sid!r}")
+            if not isinstance(rec.get("labels"), dict):
+                raise DataError(path, lineno, "labels", "missing or not an object")
+            rec.setdefault("split", path.stem)
+            out[sid] = rec
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def describe_record(record: dict[str, Any], lang: str = "en") -> str:
+    """Human-readable known information of a record for an expert.
+
+    Uses the record's free ``text`` when it has one, else the prompts stage's known-information
+    block (the same wording the model sees, without the question) when ``prompts_cot`` is
+    importable, else a plain listing of context and features, so the labelling loop never depends
+    on the prompt module being present.
+    """
+    if record.get("text"):
+        return str(record["text"])
+    try:
+        from prompts_cot.render import RenderOptions, known_information
+
+        return known_information(record, RenderOptions(prompt_type="basic", lang=lang))
+    except Exception as exc:  # noqa: BLE001 - any failure of the optional renderer falls back to the listing
+        log.debug("prompts_cot rendering unavailable (%s); using the plain listing", exc)
+    lines = []
+    for key, value in (record.get("context") or {}).items():
+        lines.append(f"{key}: {_fmt(value)}")
+    for key, value in (record.get("features") or {}).items():
+        lines.append(f"{key}: {_fmt(value)}")
+    return "\n".join(lines) if lines else f"(no known information for {record.get('sample_id')})"
+
+
+def extract_rationale(output: str | None) -> str | None:
+    """The reasoning part of a CoT output: every line except the final ``Answer:`` / ``答案：`` line."""
+    if not output:
+        return None
+    lines = [ln for ln in str(output).splitlines() if not _ANSWER_LINE.match(ln)]
+    text = "\n".join(lines).strip()
+    return text or None
+
+
+# --------------------------------------------------------------------------------------------- labels
+def empty_labels() -> dict[str, str | None]:
+    """``{level: None}`` for every level."""
+    return {lev: None for lev in LEVELS}
+
+
+def validate_label(value: Any, level: str, path: Path, line: int | None, where: str,
+                   field: str | None = None) -> str | None:
+    """Canonical label for ``value`` (canonical or display name, either language); None stays None.
+
+    ``where`` names the task (``task 17``) for the error message; ``field`` defaults to the level.
+    """
+    field = field or level
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise DataError(path, line, field, f"{where}: label {value!r} is not a string")
+    label = canonical_label(value, level)
+    if label is None:
+        raise DataError(path, line, field,
+                        f"{where}: unknown {level} label {value!r}; expected one of {', '.join(LABELS[level])}")
+    return label
+
+
+def validate_labels(labels: Any, path: Path, line: int | None, where: str, field: str = "labels") -> dict[str, str | None]:
+    """Canonical ``{level: label|None}`` from a mapping; unknown levels or labels are DataErrors."""
+    if labels is None:
+        return empty_labels()
+    if not isinstance(labels, dict):
+        raise DataError(path, line, field, f"{where}: expected an object of level -> label")
+    unknown = sorted(set(labels) - set(LEVELS))
+    if unknown:
+        raise DataError(path, line, field, f"{where}: unknown level(s) {unknown}; levels are {list(LEVELS)}")
+    return {lev: validate_label(labels.get(lev), lev, path, line, where, f"{field}.{lev}") for lev in LEVELS}
+
+
+def is_accepted(labels: dict[str, str | None], model_labels: dict[str, str | None]) -> bool:
+    """True when the reviewer kept every model label they gave an opinion on (and gave at least one)."""
+    given = [lev for lev in LEVELS if labels.get(lev) is not None]
+    return bool(given) and all(labels[lev] == model_labels.get(lev) for lev in given)
+
+
+def choice_display(label: str, lang: str) -> str:
+    """Display name shown to the expert (the canonical label is what gets stored)."""
+    return DISPLAY[lang][label]
+
+
+# -------------------------------------------------------------------------------------------- reviews
+REVIEW_KEYS = ("sample_id", "split", "batch_id", "task_id", "reviewer", "labels", "rationale", "rationale_edited",
+               "model_labels", "model_rationale", "model_version", "accepted", "lead_time", "created_at",
+               "updated_at", "source")
+
+
+def make_review(**fields: Any) -> dict[str, Any]:
+    """A review row with every key of the schema present (missing ones None/False), ``accepted`` derived."""
+    row: dict[str, Any] = {k: fields.get(k) for k in REVIEW_KEYS}
+    row["labels"] = dict(row["labels"] or empty_labels())
+    row["model_labels"] = dict(row["model_labels"] or empty_labels())
+    row["rationale_edited"] = bool(row["rationale_edited"])
+    row["accepted"] = is_accepted(row["labels"], row["model_labels"])
+    extra = sorted(set(fields) - set(REVIEW_KEYS))
+    if extra:
+        raise ValueError(f"unknown review field(s) {extra}")
+    return row
+
+
+def load_reviews(paths: Iterable[Path]) -> list[tuple[Path, int, dict[str, Any]]]:
+    """Read review rows from ``reviews.jsonl`` files, checking the schema; returns (path, line, row)."""
+    out = []
+    for path in paths:
+        for lineno, row in read_jsonl(path):
+            for key in ("sample_id", "reviewer"):
+                if not isinstance(row.get(key), str) or not row[key]:
+                    raise DataError(path, lineno, key, "missing or not a string")
+            where = f"task {row.get('task_id', row['sample_id'])}"
+            row["labels"] = validate_labels(row.get("labels"), path, lineno, where)
+            row["model_labels"] = validate_labels(row.get("model_labels"), path, lineno, where, "model_labels")
+            out.append((Path(path), lineno, row))
+    return out
+
+
+def latest_per_reviewer(reviews: Iterable[tuple[Path, int, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{sample_id: {reviewer: row}}``; when a reviewer reviewed a task twice the later row wins.
+
+    "Later" is the greater ``updated_at`` (ISO strings compare in time order), then file order.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for _, _, row in reviews:
+        per = out.setdefault(row["sample_id"], {})
+        old = per.get(row["reviewer"])
+        if old is None or (row.get("updated_at") or "") >= (old.get("updated_at") or ""):
+            per[row["reviewer"]] = row
+    return out
+
+
+__all__ = [
+    "REVIEW_KEYS", "SPLITS", "choice_display", "describe_record", "empty_labels", "extract_rationale",
+    "is_accepted", "latest_per_reviewer", "load_records", "load_reviews", "make_review", "split_files",
+    "validate_label", "validate_labels",
+]

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# One round of the domain-expert labelling loop (demo profile); every step is a `python -m pipeline ...`
+# stage and is skipped when up to date, so the script can simply be re-run after the expert step.
+#
+#   bash scripts/labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--policy majority|flag]
+#
+#   round 1 starts from runs/demo/data_prep (+ runs/demo/prompts, runs/demo/train/best);
+#   round N>1 starts from the dataset version and model that round N-1 produced.
+#
+# Sequence: evaluate the current model on the train pool -> label select -> label export ->
+#   (expert: Label Studio with tasks.json + labeling_config.xml, and/or the terminal `label review`)
+#   -> label import -> label agreement -> label merge (new dataset version) -> prompts -> train -> evaluate.
+# Without --review / --label-studio the script stops after the export and prints what to do next.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python}"
+ROUND="${1:?usage: labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--policy P]}"
+shift
+REVIEWERS=(); LS_EXPORTS=(); POLICY=majority
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --review) REVIEWERS+=("$2"); shift 2 ;;
+    --label-studio) LS_EXPORTS+=("$2"); shift 2 ;;
+    --policy) POLICY="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+BATCH="${BATCH_SIZE:-32}"          # instances per round
+POOL_LIMIT="${POOL_LIMIT:-300}"    # pool rows evaluated per variant (CPU budget)
+MODEL="${MODEL:-smollm2}"
+L="runs/demo/label/round$ROUND"
+DATASET=runs/demo/label/dataset
+
+if [[ "$ROUND" == 1 ]]; then
+  BASE=runs/demo/data_prep; PROMPTS=runs/demo/prompts; PREFIX=runs/demo/train/best
+else
+  PREV="runs/demo/label/round$((ROUND - 1))"
+  BASE="$(cat "$PREV/records_dir")"; PROMPTS="$PREV/prompts"; PREFIX="$PREV/train/best"
+fi
+join() { local IFS=,; echo "[$*]"; }
+step() { echo "=== [label round $ROUND] $*"; }
+
+step "1/9 evaluate the current model on the train pool"
+"$PY" -m pipeline evaluate --config eval/configs/demo.yaml \
+  out_dir="$L/pool_eval" records_dir="$BASE" prompts_dir="$PROMPTS" split=train limit="$POOL_LIMIT" \
+  "models=[{tag: tuned, spec: $MODEL, prefix_dir: $PREFIX}]" baseline_tag=tuned \
+  "perturbations=[{name: typos, severities: [1]}, {name: noise, severities: [1]}]" perturbed_fraction=0.5
+
+step "2/9 select a batch for review"
+"$PY" -m pipeline label select --config pipeline/label/configs/select_demo.yaml \
+  out_dir="$L/select" records_dir="$BASE" predictions="$L/pool_eval/predictions.jsonl" \
+  batch_size="$BATCH" batch_id="round$ROUND" seed="$ROUND"
+
+step "3/9 export Label Studio tasks + labelling config + plain JSONL"
+"$PY" -m pipeline label export --config pipeline/label/configs/export_demo.yaml \
+  out_dir="$L/export" selection="$L/select/selection.jsonl"
+
+if [[ ${#REVIEWERS[@]} -eq 0 && ${#LS_EXPORTS[@]} -eq 0 ]]; then
+  cat <<EOF
+=== expert step. Either
+  * Label Studio: new project, Settings > Labeling Interface > Code: paste $L/export/labeling_config.xml;
+    Import $L/export/tasks.json (pre-annotations included); annotate; Export > JSON; then
+    bash scripts/labelling_loop.sh $ROUND --label-studio path/to/export.json
+  * or the terminal tool (resumable; q quits):
+    bash scripts/labelling_loop.sh $ROUND --review your_name
+EOF
+  exit 0
+fi
+
+REVIEW_FILES=()
+for name in "${REVIEWERS[@]}"; do
+  step "4/9 terminal review by $name"
+  "$PY" -m pipeline label review --config pipeline/label/configs/review_demo.yaml \
+    out_dir="$L/review" tasks="$L/export/tasks.jsonl" reviewer="$name"
+done
+[[ ${#REVIEWERS[@]} -gt 0 ]] && REVIEW_FILES+=("$L/review/reviews.jsonl")
+if [[ ${#LS_EXPORTS[@]} -gt 0 ]]; then
+  step "5/9 import the Label Studio export(s)"
+  "$PY" -m pipeline label import --config pipeline/label/configs/import_demo.yaml \
+    out_dir="$L/import" "label_studio=$(join "${LS_EXPORTS[@]}")"
+  REVIEW_FILES+=("$L/import/reviews.jsonl")
+fi
+
+step "6/9 agreement between reviewers and with the model"
+"$PY" -m pipeline label agreement --config pipeline/label/configs/agreement_demo.yaml \
+  out_dir="$L/agreement" "reviews=$(join "${REVIEW_FILES[@]}")"
+
+step "7/9 merge into a new dataset version"
+"$PY" -m pipeline label merge --config pipeline/label/configs/merge_demo.yaml \
+  out_dir="$DATASET" base_dir="$BASE" "reviews=$(join "${REVIEW_FILES[@]}")" policy="$POLICY"
+NEW="$DATASET/$(cat "$DATASET/LATEST")"
+echo "$NEW" > "$L/records_dir"
+echo "new records: $NEW (conflicts to adjudicate: $NEW/adjudication.jsonl)"
+
+step "8/9 prompts + train on the new version"
+"$PY" -m pipeline prompts --config prompts_cot/configs/demo.yaml input_dir="$NEW" out_dir="$L/prompts"
+"$PY" -m pipeline train --config pipeline/configs/train_demo.yaml prompts_dir="$L/prompts" out_dir="$L/train"
+
+step "9/9 evaluate base vs the new model on the test split"
+"$PY" -m pipeline evaluate --config eval/configs/demo.yaml out_dir="$L/evaluate" records_dir="$NEW" \
+  prompts_dir="$L/prompts" "models=[{tag: base, spec: $MODEL}, {tag: tuned, spec: $MODEL, prefix_dir: $L/train/best}]"
+echo "=== [label round $ROUND] done: report $L/evaluate/report.md; next: bash scripts/labelling_loop.sh $((ROUND + 1))"
