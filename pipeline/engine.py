@@ -1,0 +1,326 @@
+"""Training engines for a :class:`~pipeline.modeling.PrefixLM`: DeepSpeed (default) and plain torch.
+
+Both engines run one optimizer step over ``gradient_accumulation_steps`` micro-batches with the
+same math: mean token loss per micro-batch, averaged over the micro-batches; gradient norm
+clipping; AdamW over the prefix parameters only; linear warmup then linear decay to 0 at
+``max_steps`` (``transformers.get_linear_schedule_with_warmup``, the HF Trainer schedule used by
+ChatGLM's ptuning). With the shipped ZeRO-0/1/2/3 JSON files DeepSpeed gets exactly that torch
+AdamW and scheduler as *client* objects (no JIT-compiled optimizer op); a JSON that carries its own
+``optimizer`` / ``scheduler`` section (``zero2_offload.json``: DeepSpeed's CPU Adam and
+``WarmupDecayLR``) is used as is, with its ``"auto"`` values filled from our config.
+
+DeepSpeed on a machine without the ``deepspeed`` launcher: :func:`init_distributed_env` sets a
+single-process ``RANK=0 / WORLD_SIZE=1`` rendezvous on a free local port; on CPU DeepSpeed picks its
+CPU accelerator and the gloo backend (the first start JIT-builds its small shared-memory comm op,
+~80 s once, then cached in ``~/.cache/torch_extensions``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a single-process rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_distributed_env() -> None:
+    """Fill the env variables torch.distributed needs when not started by a launcher (single process)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return  # the deepspeed / torchrun launcher set them
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(key, value)
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` from torch.distributed when initialised, else the environment."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def grad_norm(params: Sequence[torch.nn.Parameter]) -> float | None:
+    """L2 norm of the gradients held in ``p.grad`` (None when no parameter holds one)."""
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
+    if not grads:
+        return None
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+def build_optimizer(params: Sequence[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float,
+                    weight_decay: float) -> torch.optim.AdamW:
+    """torch AdamW (the reference's HF Trainer optimizer; weight decay 0 by default)."""
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int) -> Any:
+    """Linear warmup from 0 to the peak lr over ``warmup_steps``, then linear decay to 0 at ``max_steps``."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
+
+
+def fill_deepspeed_config(raw: dict[str, Any], *, micro_batch: int, grad_accum: int, clip: float, lr: float,
+                          betas: tuple[float, float], eps: float, weight_decay: float, warmup_steps: int,
+                          max_steps: int, dtype: str, on_gpu: bool, world_size: int) -> dict[str, Any]:
+    """Replace every ``"auto"`` in a DeepSpeed JSON with our config's value.
+
+    Precision: ``bf16``/``fp16`` are enabled only on GPU and only for the matching ``dtype``;
+    on CPU both are forced off (fp32). ``train_batch_size`` = micro * accumulation * world size.
+    """
+    cfg = copy.deepcopy(raw)
+    known = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": clip,
+        "train_batch_size": micro_batch * grad_accum * world_size,
+    }
+    for key, value in known.items():
+        if cfg.get(key, AUTO) == AUTO:
+            cfg[key] = value
+    for key, wanted in (("bf16", "bfloat16"), ("fp16", "float16")):
+        section = cfg.setdefault(key, {})
+        enabled = section.get("enabled", AUTO)
+        section["enabled"] = bool(on_gpu and dtype == wanted) if enabled == AUTO else bool(enabled and on_gpu)
+    opt = cfg.get("optimizer")
+    if opt is not None:
+        fills = {"lr": lr, "betas": list(betas), "eps": eps, "weight_decay": weight_decay}
+        params = opt.setdefault("params", {})
+        for key, value in fills.items():
+            if params.get(key, AUTO) == AUTO:
+                params[key] = value
+    sched = cfg.get("scheduler")
+    if sched is not None:
+        fills = {"warmup_min_lr": 0.0, "warmup_max_lr": lr, "warmup_num_steps": warmup_steps,
+                 "total_num_steps": max_steps, "warmup_type": "linear"}
+        params = sched.setdefault("params", {})
+        for key, value in fills.items():
+            if params.get(key, AUTO) == AUTO:
+                params[key] = value
+    leftovers = [k for k, v in _walk(cfg) if v == AUTO]
+    if leftovers:
+        raise ValueError(f"DeepSpeed config keeps unresolved 'auto' values: {', '.join(leftovers)}")
+    cfg.setdefault("steps_per_print", 10**9)  # our loop logs; keep DeepSpeed quiet
+    return cfg
+
+
+def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, f"{prefix}{k}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+# ------------------------------------------------------------------------------------------ engines
+class TorchEngine:
+    """Plain torch: AdamW + linear schedule + clipping over the prefix parameters (single process)."""
+
+    name = "torch"
+
+    def __init__(self, lm: torch.nn.Module, *, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float, warmup_steps: int, max_steps: int, grad_accum: int, clip: float):
+        self.lm, self.grad_accum, self.clip = lm, grad_accum, clip
+        self.params = list(lm.trainable_parameters())
+        self.optimizer = build_optimizer(self.params, lr, betas, eps, weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, warmup_steps, max_steps)
+        self.rank, self.world_size = 0, 1
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.lm
+
+    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
+        """One optimizer step; returns ``(mean loss, pre-clip grad norm, lr used)``."""
+        self.lm.train()
+        lr = self.scheduler.get_last_lr()[0]
+        total = 0.0
+        for mb in micro_batches:
+            loss = self.lm(**mb).loss
+            (loss / len(micro_batches)).backward()
+            total += float(loss.detach())
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip)) if self.clip > 0 else grad_norm(self.params)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / len(micro_batches), norm, lr
+
+    def save_state(self, ckpt_dir: Path) -> dict[str, Any]:
+        """Optimizer + scheduler state for ``trainer_state.pt`` (nothing written here)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state(self, ckpt_dir: Path, state: dict[str, Any]) -> None:
+        """Restore what :meth:`save_state` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    @contextlib.contextmanager
+    def gathered_prefix(self) -> Iterator[None]:
+        """The full prefix weights are always local here."""
+        yield
+
+
+class DeepSpeedEngine:
+    """``deepspeed.initialize`` over the PrefixLM with only the prefix parameters trainable.
+
+    Optimizer/scheduler state lives in a DeepSpeed checkpoint (``<ckpt>/deepspeed/``, frozen base
+    weights excluded) so partitioned ZeRO states resume on any rank layout DeepSpeed supports.
+    """
+
+    name = "deepspeed"
+    TAG = "state"
+
+    def __init__(self, lm: torch.nn.Module, *, config_path: Path, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float, warmup_steps: int, max_steps: int, grad_accum: int, clip: float,
+                 micro_batch: int, dtype: str):
+        init_distributed_env()
+        import deepspeed
+
+        on_gpu = torch.cuda.is_available() and next(lm.parameters()).is_cuda
+        if not on_gpu and dtype != "float32":
+            raise ValueError(f"dtype {dtype} needs a GPU; DeepSpeed on CPU trains in float32")
+        deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False)
+        self.rank, self.world_size = dist_rank_world()
+        raw = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        self.ds_config = fill_deepspeed_config(
+            raw, micro_batch=micro_batch, grad_accum=grad_accum, clip=clip, lr=lr, betas=betas, eps=eps,
+            weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps, dtype=dtype,
+            on_gpu=on_gpu, world_size=self.world_size)
+        self.zero_stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
+        params = list(lm.trainable_parameters())
+        if self.zero_stage == 3 and getattr(lm, "prefix", None) is not None:
+            # ZeRO-3 gathers a module's own parameters when its forward runs; the prefix encoder reads
+            # its child embedding's weight without calling the child, so register it on the encoder
+            for p in lm.prefix.parameters():
+                deepspeed.zero.register_external_parameter(lm.prefix, p)
+        optimizer = scheduler = None
+        if "optimizer" not in self.ds_config:
+            optimizer = build_optimizer(params, lr, betas, eps, weight_decay)
+            if "scheduler" not in self.ds_config:
+                scheduler = build_scheduler(optimizer, warmup_steps, max_steps)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=lm, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        self.params = params
+        log.info("DeepSpeed engine: ZeRO-%d, world size %d, bf16=%s fp16=%s, optimizer %s", self.zero_stage,
+                 self.world_size, self.ds_config["bf16"]["enabled"], self.ds_config["fp16"]["enabled"],
+                 type(self.optimizer).__name__)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    def current_lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
+        """One optimizer step (DeepSpeed scales each loss by 1/accumulation and steps on the boundary)."""
+        if len(micro_batches) != self.engine.gradient_accumulation_steps():
+            raise ValueError("micro-batch count must equal gradient_accumulation_steps")
+        self.engine.train()
+        lr = self.current_lr()
+        total, norm = 0.0, None
+        for i, mb in enumerate(micro_batches):
+            loss = self.engine(**mb).loss
+            self.engine.backward(loss)
+            if i == len(micro_batches) - 1 and self.zero_stage == 0:
+                norm = grad_norm(self.engine.module.trainable_parameters())  # ZeRO-0 does not report it
+            self.engine.step()
+            total += float(loss.detach())
+        if self.world_size > 1:  # log the mean loss over data-parallel ranks, not rank 0's share
+            mean = torch.tensor(total, dtype=torch.float64, device=self.engine.device)
+            torch.distributed.all_reduce(mean)
+            total = float(mean) / self.world_size
+        ds_norm = self.engine.get_global_grad_norm()
+        if ds_norm is not None:
+            norm = float(ds_norm)
+        return total / len(micro_batches), norm, lr
+
+    def save_state(self, ckpt_dir: Path) -> dict[str, Any]:
+        """Write the DeepSpeed checkpoint (every rank must call this) into ``<ckpt_dir>/deepspeed``."""
+        with self._trainable_module_state():
+            self.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag=self.TAG, save_latest=False,
+                                        exclude_frozen_parameters=True)
+        return {}
+
+    @contextlib.contextmanager
+    def _trainable_module_state(self) -> Iterator[None]:
+        """Make DeepSpeed's module snapshot hold the prefix only.
+
+        ``exclude_frozen_parameters`` filters by ``named_parameters``, which lists a tied weight
+        (e.g. ``lm_head.weight`` = the input embedding) once under another name, so the frozen
+        embedding would still be saved (540 MB for SmolLM2). We hand DeepSpeed the trainable
+        tensors only; everything else is reloaded from the base model anyway.
+        """
+        engine = self.engine
+        module = engine.module
+
+        def prefix_only(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            return {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+
+        engine.module_state_dict = prefix_only  # instance attribute shadows the method for this save
+        try:
+            yield
+        finally:
+            del engine.module_state_dict
+
+    def load_state(self, ckpt_dir: Path, state: dict[str, Any]) -> None:
+        """Restore prefix, optimizer and scheduler from ``<ckpt_dir>/deepspeed``."""
+        path, _ = self.engine.load_checkpoint(str(ckpt_dir / "deepspeed"), tag=self.TAG, load_module_strict=False,
+                                              load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint in {ckpt_dir / 'deepspeed'}")
+
+    @contextlib.contextmanager
+    def gathered_prefix(self) -> Iterator[None]:
+        """Under ZeRO-3 gather the partitioned prefix weights (collective: every rank enters)."""
+        if self.zero_stage != 3:
+            yield
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.engine.module.prefix.parameters()), modifier_rank=None):
+            yield
+
+
+def build_engine(kind: str, lm: torch.nn.Module, **kwargs: Any) -> TorchEngine | DeepSpeedEngine:
+    """``"torch"`` or ``"deepspeed"`` engine; ``kwargs`` are the optimisation settings."""
+    if kind == "torch":
+        for key in ("config_path", "micro_batch", "dtype"):
+            kwargs.pop(key, None)
+        return TorchEngine(lm, **kwargs)
+    if kind == "deepspeed":
+        return DeepSpeedEngine(lm, **kwargs)
+    raise ValueError(f"unknown engine {kind!r}; choose torch or deepspeed")
+
+
+__all__ = [
+    "DeepSpeedEngine",
+    "TorchEngine",
+    "build_engine",
+    "build_optimizer",
+    "build_scheduler",
+    "fill_deepspeed_config",
+    "free_port",
+    "grad_norm",
+    "init_distributed_env",
+]

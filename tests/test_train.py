@@ -1,0 +1,228 @@
+"""The train stage: learning, frozen base, prefix-only checkpoints, exact resume, DeepSpeed engine, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import load_config
+from pipeline.data import collate, encode_rows
+from pipeline.engine import TorchEngine, fill_deepspeed_config
+from pipeline.modeling import load_model
+from pipeline.prefix import PrefixConfig
+from pipeline.stage import is_up_to_date, run_stage
+from pipeline.train import STAGE, TrainConfig, parse_answer, parse_answer_line, run_train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_YAML = ROOT / "pipeline" / "configs" / "train_tiny.yaml"
+LABELS = [("flyby", "none", "observation"), ("hovering", "docking", "assistance"),
+          ("collision", "none", "attack"), ("approach", "photographing", "surveillance")]
+
+
+def write_prompts(root: Path, n_train: int = 8, n_dev: int = 4, repeat_one: bool = False) -> Path:
+    """A prompts-stage folder ``root/plain/{train,dev}.jsonl`` with tiny answer-only rows."""
+    (root / "plain").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = []
+        for i in range(n):
+            m, o, t = LABELS[0 if repeat_one else i % len(LABELS)]
+            rows.append({"sample_id": f"{split}-{i}", "split": split, "variant": "plain",
+                         "prompt": f"Range {'falls then rises' if i % 2 else 'stays at'} {10 * i} m. Intent?",
+                         "response": f"Answer: motion={m}; operation={o}; task={t}",
+                         "label": {"motion": m, "operation": o, "task": t}})
+        (root / "plain" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def tiny_cfg(tmp_path: Path, prompts: Path, **overrides) -> TrainConfig:
+    args = [f"prompts_dir={prompts}", f"out_dir={tmp_path / 'run'}"] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(TrainConfig, TINY_YAML, args)
+
+
+def train_losses(out_dir: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["kind"], r["step"], r.get("loss"), r.get("dev_loss"), r.get("grad_norm")) for r in rows]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def test_loss_decreases_on_repeated_example(tmp_path):
+    prompts = write_prompts(tmp_path / "p", n_train=4, repeat_one=True)
+    cfg = tiny_cfg(tmp_path, prompts, max_steps=20, learning_rate=0.1, eval_steps=0, save_steps=0,
+                   eval_generate_rows=0, logging_steps=1, **{"prefix.pre_seq_len": 8})
+    stats = run_train(cfg).stats
+    losses = [r[2] for r in train_losses(cfg.out_dir) if r[0] == "train"]
+    assert len(losses) == 20 and stats["steps"] == 20
+    # a random tiny model's logits are near uniform (ln 49152 = 10.8); the prefix alone must still pull the
+    # repeated answer's loss down steadily (deterministic: same batch every step)
+    assert losses[-1] < losses[0] - 0.15 and losses[-1] < min(losses[:10]), losses
+    assert stats["best_dev_loss"] is not None and stats["engine"] == "torch"
+
+
+def test_base_frozen_and_only_prefix_trained(tmp_path):
+    lm, tok = load_model("tiny:llama", prefix_config=PrefixConfig(pre_seq_len=4))
+    base_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    prefix_before = lm.prefix.embedding.weight.detach().clone()
+    rows = [{"prompt": f"prompt {i}", "response": "Answer: motion=flyby"} for i in range(4)]
+    batch = collate(encode_rows(tok, rows, 64, 16), tok.pad_token_id)
+    engine = TorchEngine(lm, lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, max_steps=5,
+                         grad_accum=2, clip=1.0)
+    for _ in range(3):
+        loss, norm, lr = engine.train_step([batch, batch])
+        assert norm is not None and norm > 0 and lr > 0
+    after = lm.model.state_dict()
+    assert all(torch.equal(base_before[k], after[k]) for k in base_before)  # bit-identical base
+    assert not torch.equal(prefix_before, lm.prefix.embedding.weight)
+    assert [n for n, p in lm.named_parameters() if p.requires_grad] == ["prefix.embedding.weight"]
+
+
+def test_resume_reproduces_losses_exactly_torch(tmp_path):
+    prompts = write_prompts(tmp_path / "p")
+    full = tiny_cfg(tmp_path / "a", prompts, max_steps=6, save_steps=3, **{"prefix.prefix_dropout": 0.1})
+    run_train(full)
+    # interrupted run: only the step-3 checkpoint and the metrics up to it survive
+    part_dir = tmp_path / "b" / "run"
+    (part_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full.out_dir / "checkpoints" / "step-3", part_dir / "checkpoints" / "step-3")
+    shutil.copy(full.out_dir / "metrics.jsonl", part_dir / "metrics.jsonl")  # rows past step 3 must be dropped
+    resumed = tiny_cfg(tmp_path / "b", prompts, max_steps=6, save_steps=3, resume="auto",
+                       **{"prefix.prefix_dropout": 0.1})
+    stats = run_train(resumed).stats
+    assert stats["resumed_from"].endswith("step-3")
+    a, b = train_losses(full.out_dir), train_losses(resumed.out_dir)
+    assert a == b  # every train/eval row after the resume point is reproduced bit for bit
+    pa, pb = (load_file(str(d / "final" / "prefix.safetensors")) for d in (full.out_dir, resumed.out_dir))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
+    prompts = write_prompts(tmp_path / "p", n_train=6, n_dev=4)
+    cfg = tiny_cfg(tmp_path, prompts, max_steps=4, save_steps=2, eval_steps=2, export_static_prefix=True)
+    manifest = run_stage(STAGE, cfg)
+    out = Path(cfg.out_dir)
+    for d in ("checkpoints/step-2", "checkpoints/step-4", "best", "final"):
+        assert (out / d / "prefix.safetensors").exists() and (out / d / "prefix_config.json").exists(), d
+    assert (out / "checkpoints/step-4/trainer_state.pt").exists() and not (out / "final/trainer_state.pt").exists()
+    assert (out / "final/static/prefix_static.safetensors").exists()
+    # checkpoints hold the prefix only: no base-model tensor sneaks in
+    tensors = load_file(str(out / "checkpoints/step-4/prefix.safetensors"))
+    assert set(tensors) == {"embedding.weight"} and tensors["embedding.weight"].shape == (4, 2 * 2 * 2 * 16)
+    kinds = [r[0] for r in train_losses(out)]
+    assert kinds.count("train") == 4 and kinds.count("eval") == 2
+    stats = manifest["stats"]
+    assert stats["steps"] == 4 and stats["peak_rss_mb"] > 0 and stats["tokens_per_s"] > 0
+    assert 0.0 <= stats["best_dev_acc"] <= 1.0
+    assert "metrics.jsonl" in manifest["outputs"] and "final/prefix.safetensors" in manifest["outputs"]
+    assert set(manifest["inputs"]) == {str(prompts / "plain/train.jsonl"), str(prompts / "plain/dev.jsonl")}
+    assert is_up_to_date(STAGE, cfg)  # a re-run would be skipped
+    # the trained prefix loads back for inference
+    lm, _ = load_model("tiny:llama", prefix_dir=out / "best")
+    assert lm.pre_seq_len == 4
+
+
+def test_fill_deepspeed_config_resolves_auto():
+    raw = json.loads((ROOT / "pipeline/configs/deepspeed/zero2_offload.json").read_text())
+    cfg = fill_deepspeed_config(raw, micro_batch=2, grad_accum=8, clip=1.0, lr=0.02, betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=0.0, warmup_steps=10, max_steps=3000, dtype="bfloat16", on_gpu=False,
+                                world_size=4)
+    assert cfg["train_batch_size"] == 64 and cfg["gradient_accumulation_steps"] == 8
+    assert cfg["bf16"]["enabled"] is False and cfg["fp16"]["enabled"] is False  # CPU trains in fp32
+    assert cfg["optimizer"]["params"]["lr"] == 0.02 and cfg["scheduler"]["params"]["total_num_steps"] == 3000
+    gpu = fill_deepspeed_config(raw, micro_batch=1, grad_accum=16, clip=1.0, lr=0.02, betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=0.0, warmup_steps=0, max_steps=3000, dtype="bfloat16", on_gpu=True,
+                                world_size=1)
+    assert gpu["bf16"]["enabled"] is True and gpu["fp16"]["enabled"] is False
+    with pytest.raises(ValueError, match="auto"):
+        fill_deepspeed_config({"zero_optimization": {"stage": "auto"}}, micro_batch=1, grad_accum=1, clip=1.0,
+                              lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, max_steps=1,
+                              dtype="float32", on_gpu=False, world_size=1)
+
+
+@pytest.mark.parametrize("parse", [parse_answer, parse_answer_line])
+def test_parse_answer_both_languages(parse):
+    assert parse("reasoning...\nAnswer: motion=fly-around; operation=none; task=observation") == \
+        {"motion": "fly_around", "operation": "none", "task": "observation"}
+    assert parse("答案：运动=飞越；操作=拍照；任务=观测") == \
+        {"motion": "flyby", "operation": "photographing", "task": "observation"}
+    assert parse("no idea") == {"motion": None, "operation": None, "task": None}
+
+
+def test_shipped_configs_load():
+    for name in ("demo", "paper", "chatglm2_6b", "tiny"):
+        path = ROOT / "pipeline" / "configs" / f"train_{name}.yaml"
+        assert path.read_text().startswith("# "), name  # first line: the command that runs it
+        cfg = load_config(TrainConfig, path)
+        assert (ROOT / cfg.deepspeed_config).exists()
+    paper = load_config(TrainConfig, ROOT / "pipeline/configs/train_paper.yaml")
+    assert (paper.prefix.pre_seq_len, paper.learning_rate, paper.max_source_len, paper.max_target_len,
+            paper.max_steps) == (128, 0.02, 256, 128, 3000)
+
+
+def run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return subprocess.run([sys.executable, "-m", "pipeline", "train", "--config", str(TINY_YAML), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_deepspeed_engine_smoke_matches_torch(tmp_path):
+    """DeepSpeed (ZeRO-2, CPU, gloo) through the real CLI gives the torch engine's losses.
+
+    Runs in a subprocess so the process group does not leak into other tests. The first run on a
+    machine JIT-builds DeepSpeed's shared-memory comm op (~80 s, cached afterwards).
+    """
+    prompts = write_prompts(tmp_path / "p")
+    common = [f"prompts_dir={prompts}", "max_steps=3", "save_steps=0", "eval_steps=0", "eval_generate_rows=0"]
+    ds = run_cli(common + [f"out_dir={tmp_path / 'ds'}", "engine=deepspeed",
+                           "deepspeed_config=pipeline/configs/deepspeed/zero2.json"])
+    assert ds.returncode == 0, ds.stderr[-3000:]
+    cfg = tiny_cfg(tmp_path / "t", prompts, max_steps=3, save_steps=0, eval_steps=0, eval_generate_rows=0)
+    run_train(cfg)
+    ds_rows, torch_rows = train_losses(tmp_path / "ds"), train_losses(cfg.out_dir)
+    assert [r[:3] for r in ds_rows] == [r[:3] for r in torch_rows]
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["stats"]["engine"] == "deepspeed" and manifest["stats"]["zero_stage"] == 2
+    assert (tmp_path / "ds/checkpoints/step-3/deepspeed").is_dir()
+    size = sum(f.stat().st_size for f in (tmp_path / "ds/checkpoints/step-3").rglob("*.pt"))
+    assert size < 1_000_000  # optimizer + prefix only, never the frozen (tied) embedding
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero0", "zero2", "zero3"])
+def test_resume_reproduces_losses_exactly_deepspeed(tmp_path, zero):
+    prompts = write_prompts(tmp_path / "p")
+    common = [f"prompts_dir={prompts}", "max_steps=6", "save_steps=3", "engine=deepspeed",
+              f"deepspeed_config=pipeline/configs/deepspeed/{zero}.json"]
+    full = run_cli(common + [f"out_dir={tmp_path / 'a'}"])
+    assert full.returncode == 0, full.stderr[-3000:]
+    (tmp_path / "b/checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "a/checkpoints/step-3", tmp_path / "b/checkpoints/step-3")
+    part = run_cli(common + [f"out_dir={tmp_path / 'b'}", "resume=auto"])
+    assert part.returncode == 0, part.stderr[-3000:]
+    a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
+    assert [r for r in a if r[1] > 3] == [r for r in b if r[1] > 3]
+
+
+@pytest.mark.slow
+def test_smollm2_twenty_steps_cpu(tmp_path):
+    """20 steps on the embedded SmolLM2-135M-Instruct (CPU, DeepSpeed ZeRO-0): the answer loss falls."""
+    prompts = write_prompts(tmp_path / "p", n_train=8, n_dev=4)
+    res = run_cli([f"prompts_dir={prompts}", f"out_dir={tmp_path / 'run'}", "model=smollm2", "engine=deepspeed",
+                   "deepspeed_config=pipeline/configs/deepspeed/zero0.json", "prefix.pre_seq_len=16",
+                   "max_steps=20", "per_device_batch_size=4", "eval_steps=0", "save_steps=0",
+                   "eval_generate_rows=4", "eval_max_new_tokens=24", "num_threads=2"], timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    losses = [r[2] for r in train_losses(tmp_path / "run") if r[0] == "train"]
+    assert losses[-1] < 0.5 * losses[0], losses
