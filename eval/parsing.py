@@ -1,0 +1,215 @@
+"""Parse a model's reply into one canonical label per intent level.
+
+Strategy, most to least trusted (each level is filled by the first step that finds it):
+
+1. the **last** answer line (``Answer: motion=flyby; ...`` / ``答案：运动=飞越；...``), tolerant of case,
+   full-width punctuation (NFKC), markdown emphasis, ``motion: x`` / ``运动意图是x`` key forms and
+   answer lines without keys (``Answer: flyby, photographing, observation``: labels are unique
+   across levels, so a bare label names its level);
+2. sentence forms anywhere in the reply, last one wins (the reference study's
+   "Movement intention is flyby … Task intention is unclear", ``运动意图为飞越``);
+3. a single unambiguous label mention for the level anywhere in the reply (several distinct
+   labels of the level -> ambiguous -> None).
+
+A level that none of these fill is ``None`` (scored wrong; counted in the invalid-output rate).
+Both languages are always accepted whatever ``lang`` says, because models switch languages.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+from data_prep.taxonomy import ALIASES, DISPLAY, LABELS, LEVELS, canonical_label
+
+#: Words that name a level in keys (after normalisation, "intention"/"意图" etc. stripped); includes
+#: the taxonomy's LEVEL_DISPLAY names of both languages.
+LEVEL_KEYS: dict[str, str] = {
+    "motion": "motion", "movement": "motion", "move": "motion", "maneuver": "motion", "manoeuvre": "motion",
+    "运动": "motion", "机动": "motion", "运动类型": "motion",
+    "operation": "operation", "operations": "operation", "op": "operation", "操作": "operation", "作业": "operation",
+    "task": "task", "mission": "task", "任务": "task",
+}
+
+# "Answer" keywords (English variants and Chinese); full-width forms are folded by NFKC first.
+_ANSWER_LINE = re.compile(
+    r"(?:final\s+answer|answer|prediction|答案|最终答案|回答|结论)\s*(?:is\s*)?[:=]\s*(?P<body>.*)$",
+    re.IGNORECASE,
+)
+_MARKDOWN = re.compile(r"[*_`#>]+")
+_SEGMENT_SPLIT = re.compile(r"[;,|/\n、]+|\s{2,}")
+_KEY_VALUE = re.compile(r"^(?P<key>[^=:]+?)\s*(?:=|:|\bis\b|\bwas\b|是|为|:)\s*(?P<val>.+)$", re.IGNORECASE)
+_KEY_NOISE = re.compile(r"\b(?:intentions?|intents?|type|class|label|level|category)\b|意图|类型|类别", re.IGNORECASE)
+# Sentence form: "<level word> [intention] is/was/: <value>" / "<level>意图是/为<value>".
+_SENTENCE = re.compile(
+    r"(?P<key>motion|movement|operation|task|mission|运动|操作|任务)\s*"
+    r"(?:intentions?|intents?|意图)?\s*(?:type\s*)?(?:\bis\b|\bwas\b|=|:|是|为)\s*"
+    # the value runs to the end of the clause (commas kept): an option list "motion: a, b, c" then names
+    # several labels of the level and is rejected as ambiguous instead of read as its first option
+    r"(?=(?P<val>[^\n.;。；]+))",  # lookahead: the next level's sentence inside this clause is still found
+    re.IGNORECASE,
+)
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def normalise_text(text: str) -> str:
+    """NFKC (full-width -> ASCII punctuation), drop markdown emphasis, unify line breaks."""
+    text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
+    return _MARKDOWN.sub("", text)
+
+
+def level_of_key(key: str) -> str | None:
+    """Map an answer-line key (``motion``, ``Movement intention``, ``运动意图``) to a level, or None."""
+    k = _KEY_NOISE.sub(" ", key.lower())
+    k = re.sub(r"[\s\-_]+", " ", k).strip(" .:-")
+    if k in LEVEL_KEYS:
+        return LEVEL_KEYS[k]
+    for zh, level in (("运动", "motion"), ("操作", "operation"), ("任务", "task")):
+        if k.startswith(zh):
+            return level
+    words = k.split()
+    return LEVEL_KEYS.get(words[-1]) if words else None
+
+
+@lru_cache(maxsize=1)
+def label_vocabulary() -> tuple[tuple[str, str, str], ...]:
+    """Every surface form (display names both languages, canonical, aliases) -> (form, label, level).
+
+    Sorted longest first so ``不明确`` wins over ``不明`` and ``fly-around`` over ``fly``.
+    """
+    level_of = {lab: lvl for lvl, labs in LABELS.items() for lab in labs}
+    forms: dict[str, str] = {}
+    for label in level_of:
+        for form in (label, label.replace("_", " "), DISPLAY["en"][label], DISPLAY["zh"][label]):
+            forms[form.lower()] = label
+    for alias, label in ALIASES.items():
+        forms.setdefault(alias.lower(), label)
+    return tuple(sorted(((f, lab, level_of[lab]) for f, lab in forms.items()), key=lambda x: -len(x[0])))
+
+
+def find_label_mentions(text: str, fallback_only: bool = False) -> list[tuple[int, int, str, str]]:
+    """Non-overlapping label mentions ``(start, end, label, level)`` in ``text`` (longest match first).
+
+    English forms must sit on word boundaries; Chinese forms match anywhere. With
+    ``fallback_only`` single-character Chinese aliases (``无``, common inside other words) are skipped.
+    """
+    low = text.lower()
+    taken = [False] * len(low)
+    found = []
+    for form, label, level in label_vocabulary():
+        if fallback_only and _CJK.search(form) and len(form) < 2:
+            continue
+        pattern = re.escape(form) if _CJK.search(form) else r"(?<![a-z])" + re.escape(form) + r"(?![a-z])"
+        for m in re.finditer(pattern, low):
+            if any(taken[m.start():m.end()]):
+                continue
+            for i in range(m.start(), m.end()):
+                taken[i] = True
+            found.append((m.start(), m.end(), label, level))
+    return sorted(found)
+
+
+def value_to_label(value: str, level: str | None) -> str | None:
+    """A value string -> canonical label of ``level`` (exact/alias, else one unambiguous mention)."""
+    value = value.strip().strip("()[]{}\"'").strip()
+    if not value:
+        return None
+    exact = canonical_label(value, level)
+    if exact is not None:
+        return exact
+    labels = {lab for _, _, lab, lvl in find_label_mentions(value) if level is None or lvl == level}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def parse_answer_body(body: str) -> dict[str, str | None]:
+    """Parse the part after ``Answer:`` into level -> label (missing levels None)."""
+    out: dict[str, str | None] = dict.fromkeys(LEVELS)
+    bare: dict[str, set[str]] = {}
+    for seg in _SEGMENT_SPLIT.split(body):
+        seg = seg.strip().strip(".。")
+        if not seg:
+            continue
+        m = _KEY_VALUE.match(seg)
+        level = level_of_key(m.group("key")) if m else None
+        if m and level is not None:
+            label = value_to_label(m.group("val"), level)
+            if label is not None:
+                out[level] = label
+            continue
+        # no recognised key: a bare label names its own level (labels are unique across levels)
+        for _, _, label, lvl in find_label_mentions(seg):
+            bare.setdefault(lvl, set()).add(label)
+    for lvl, labels in bare.items():
+        if out[lvl] is None and len(labels) == 1:  # an option list ("hovering / flyby / ...") stays None
+            out[lvl] = next(iter(labels))
+    return out
+
+
+def answer_lines(text: str) -> list[str]:
+    """Bodies of every answer line in (normalised) ``text``, in order."""
+    bodies = []
+    for line in text.split("\n"):
+        m = _ANSWER_LINE.search(line.strip())
+        if m and m.group("body").strip():
+            bodies.append(m.group("body"))
+    return bodies
+
+
+def parse_sentences(text: str) -> dict[str, str | None]:
+    """Sentence forms ("Movement intention is flyby", "运动意图为飞越"); the last one per level wins."""
+    out: dict[str, str | None] = dict.fromkeys(LEVELS)
+    for m in _SENTENCE.finditer(text):
+        level = level_of_key(m.group("key"))
+        if level is None:
+            continue
+        label = value_to_label(m.group("val"), level)
+        if label is not None:
+            out[level] = label
+    return out
+
+
+def parse_answer(text: str | None, lang: str | None = None) -> dict[str, str | None]:
+    """Parse a reply into ``{"motion": label|None, "operation": ..., "task": ...}`` (canonical labels).
+
+    ``lang`` ("en"/"zh") is accepted for symmetry with the renderer; both languages are parsed
+    regardless. See the module docstring for the order of strategies.
+    """
+    if lang not in (None, "en", "zh"):
+        raise ValueError(f"lang must be 'en', 'zh' or None, got {lang!r}")
+    out: dict[str, str | None] = dict.fromkeys(LEVELS)
+    if not text:
+        return out
+    norm = normalise_text(text)
+    bodies = answer_lines(norm)
+    if bodies:
+        # later answer lines overwrite earlier ones (the last wins); an earlier line only fills
+        # a level the later ones leave out
+        for body in bodies:
+            parsed = parse_answer_body(body)
+            for level in LEVELS:
+                if parsed[level] is not None:
+                    out[level] = parsed[level]
+    if all(out[level] is not None for level in LEVELS):
+        return out
+    sentences = parse_sentences(norm)
+    for level in LEVELS:
+        if out[level] is None:
+            out[level] = sentences[level]
+    mentions = find_label_mentions(norm, fallback_only=True)
+    for level in LEVELS:
+        if out[level] is None:
+            labels = {lab for _, _, lab, lvl in mentions if lvl == level}
+            if len(labels) == 1:
+                out[level] = labels.pop()
+    return out
+
+
+def is_invalid(parsed: dict[str, str | None], levels: tuple[str, ...] = LEVELS) -> bool:
+    """True when any of ``levels`` could not be parsed."""
+    return any(parsed.get(level) is None for level in levels)
+
+
+__all__ = ["LEVEL_KEYS", "answer_lines", "find_label_mentions", "is_invalid", "level_of_key", "normalise_text",
+           "parse_answer", "parse_answer_body", "parse_sentences", "value_to_label"]
+

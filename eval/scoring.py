@@ -1,0 +1,185 @@
+"""Answer a batch of prompts in the two scoring modes, and measure their throughput.
+
+* **generate**: greedy batched decoding (:func:`pipeline.predict.generate_timed`), then
+  :func:`eval.parsing.parse_answer`.
+* **score** (label scoring): for each level, the candidates are the level's labels in display form
+  for the row's language, written as the *answer line the trained model emits*, cut right after
+  the candidate and its separator: ``Answer: motion=flyby;`` then
+  ``Answer: motion=<argmax motion>; operation=docking;`` then ``...; task=observation``. Levels are
+  scored in answer-line order, each conditioned on the previous levels' argmax (what greedy decoding
+  of the answer line would condition on), so the tuned model's ranking is the one it learnt. The
+  shared prefix adds the same log-probability to every candidate of a row, so it cancels in the
+  softmax that turns the summed log-probs into probabilities. The separator after a candidate
+  closes the value (``fly`` cannot win by being a prefix of ``flyby``).
+  For the **CoT** variant the answer line is scored directly after the prompt, skipping the
+  rationale the model would first write: score mode then measures the model's answer prior
+  without its own reasoning (generation mode measures the full CoT behaviour).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
+from eval.metrics import softmax
+from eval.parsing import parse_answer
+
+log = logging.getLogger(__name__)
+
+
+def answer_candidate(prior: dict[str, str], level: str, label: str, lang: str) -> str:
+    """The answer-line text up to and including ``label`` at ``level`` (plus its separator).
+
+    ``prior`` holds the labels of the levels before ``level``. Built from
+    :func:`prompts_cot.render.format_answer` so the text matches the trained response exactly.
+    """
+    from prompts_cot.render import format_answer
+
+    filled = {lvl: prior.get(lvl) or LABELS[lvl][0] for lvl in LEVELS}
+    filled[level] = label
+    line = format_answer(filled, lang)
+    pair = f"{LEVEL_DISPLAY[lang][level]}={display(label, lang)}"
+    idx = line.find(pair)
+    if idx < 0:
+        raise ValueError(f"format_answer output {line!r} has no {pair!r}; cannot build score candidates")
+    end = idx + len(pair)
+    pos = LEVELS.index(level)
+    if pos + 1 < len(LEVELS):
+        nxt = line.find(f"{LEVEL_DISPLAY[lang][LEVELS[pos + 1]]}=", end)
+        if nxt > end:
+            end = end + len(line[end:nxt].rstrip())  # the separator, without the space before the next key
+    return line[:end]
+
+
+def shared_token_prefix(cand_ids: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every candidate shares, leaving each at least one token of its own."""
+    n = min(len(c) for c in cand_ids) - 1
+    k = 0
+    while k < n and all(c[k] == cand_ids[0][k] for c in cand_ids):
+        k += 1
+    return max(k, 0)
+
+
+def score_group(lm: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[str],
+                batch_size: int = 8) -> np.ndarray:
+    """Summed log-probs ``(n, k)`` of candidate replies; equal to :func:`pipeline.predict.score_candidates`
+    up to a per-row constant.
+
+    Each candidate is tokenized whole (as training tokenizes the response); the token prefix all
+    candidates share (``Answer: motion=flyby; operation=``) is appended to the prompt ids and only
+    the differing suffixes run through the vocabulary softmax. The shared part's log-probability
+    is the same for every candidate of a row, so the softmax over candidates is unchanged, and the
+    (b·k, Tc, vocab) log-softmax stays a few tokens long.
+    """
+    import torch
+
+    from pipeline.modeling import encode_chat_prompt
+    from pipeline.predict import length_sorted_batches, score_ids
+
+    cand_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
+    if any(not c for c in cand_ids):
+        raise ValueError(f"a candidate tokenizes to nothing: {list(candidates)!r}")
+    common = shared_token_prefix(cand_ids)
+    suffixes = [c[common:] for c in cand_ids]
+    encoded = [encode_chat_prompt(tokenizer, p) + list(cand_ids[0][:common]) for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    scores = np.zeros((len(prompts), len(candidates)), dtype=np.float64)
+    was_training = lm.training
+    lm.eval()
+    try:
+        with torch.no_grad():
+            for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
+                scores[batch] = score_ids(lm, [encoded[i] for i in batch], suffixes, int(pad)).double().cpu().numpy()
+    finally:
+        lm.train(was_training)
+    return scores
+
+
+def score_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
+               batch_size: int = 8) -> list[dict[str, Any]]:
+    """Label-score every prompt; returns per row ``{"parsed": {level: label}, "probs": {level: {label: p}}, "output"}``.
+
+    Rows are grouped by (language, previous levels' argmax) so each group shares one candidate
+    list; compute per row is unchanged by the grouping.
+    """
+    n = len(prompts)
+    parsed: list[dict[str, str]] = [{} for _ in range(n)]
+    probs: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
+    for level in LEVELS:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i in range(n):
+            groups[(langs[i], tuple(parsed[i].get(lvl) for lvl in LEVELS[: LEVELS.index(level)]))].append(i)
+        for (lang, _), idx in groups.items():
+            cands = [answer_candidate(parsed[idx[0]], level, lab, lang) for lab in LABELS[level]]
+            logp = score_group(lm, tokenizer, [prompts[i] for i in idx], cands, batch_size=batch_size)
+            p = softmax(logp, axis=1)  # (len(idx), k)
+            for row, i in enumerate(idx):
+                probs[i][level] = {lab: float(p[row, j]) for j, lab in enumerate(LABELS[level])}
+                parsed[i][level] = LABELS[level][int(np.argmax(p[row]))]
+    return [{"parsed": parsed[i], "probs": probs[i], "output": format_scored(parsed[i], langs[i])} for i in range(n)]
+
+
+def format_scored(parsed: dict[str, str], lang: str) -> str:
+    """The answer line the scored labels correspond to (the ``output`` field of score-mode rows)."""
+    from prompts_cot.render import format_answer
+
+    return format_answer(parsed, lang)
+
+
+def generate_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
+                  batch_size: int = 8, max_new_tokens: int = 128) -> list[dict[str, Any]]:
+    """Greedy replies, parsed; per row ``{"output", "parsed", "latency_s"}``."""
+    from pipeline.predict import generate_timed
+
+    replies = generate_timed(lm, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [{"output": text, "parsed": parse_answer(text, lang), "latency_s": lat}
+            for (text, lat), lang in zip(replies, langs)]
+
+
+def answer_rows(lm: Any, tokenizer: Any, mode: str, prompts: Sequence[str], langs: Sequence[str],
+                batch_size: int, max_new_tokens: int) -> list[dict[str, Any]]:
+    """Dispatch to :func:`score_rows` or :func:`generate_rows`; score rows get their mean latency."""
+    if mode == "generate":
+        return generate_rows(lm, tokenizer, prompts, langs, batch_size, max_new_tokens)
+    if mode == "score":
+        t0 = time.perf_counter()
+        rows = score_rows(lm, tokenizer, prompts, langs, batch_size)
+        lat = (time.perf_counter() - t0) / max(len(rows), 1)
+        for r in rows:
+            r["latency_s"] = lat
+        return rows
+    raise ValueError(f"unknown mode {mode!r}; use 'score' or 'generate'")
+
+
+def benchmark_throughput(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str] | None = None,
+                         batch_size: int = 8, max_new_tokens: int = 64, n_single: int | None = None) -> dict[str, Any]:
+    """Examples per second of label scoring, batched generation and one-at-a-time generation.
+
+    ``n_single`` limits the (slow) one-at-a-time run to the first prompts (default all). Used by
+    ``scripts/bench_eval.py``; numbers depend on the machine, so report it with them.
+    """
+    langs = list(langs) if langs is not None else ["en"] * len(prompts)
+    out: dict[str, Any] = {"n": len(prompts), "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+    t0 = time.perf_counter()
+    score_rows(lm, tokenizer, prompts, langs, batch_size)
+    out["score_examples_per_s"] = len(prompts) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    generate_rows(lm, tokenizer, prompts, langs, batch_size, max_new_tokens)
+    out["generate_batched_examples_per_s"] = len(prompts) / (time.perf_counter() - t0)
+    single = list(prompts[: n_single or len(prompts)])
+    t0 = time.perf_counter()
+    for p, lang in zip(single, langs):
+        generate_rows(lm, tokenizer, [p], [lang], 1, max_new_tokens)
+    out["generate_single_examples_per_s"] = len(single) / (time.perf_counter() - t0)
+    out["n_single"] = len(single)
+    return out
+
+
+__all__ = ["answer_candidate", "answer_rows", "benchmark_throughput", "format_scored", "generate_rows", "score_group",
+           "score_rows", "shared_token_prefix"]

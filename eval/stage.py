@@ -1,0 +1,438 @@
+"""Stage ``evaluate``: accuracy of base vs P-Tuning v2 models, plain vs CoT, clean and perturbed.
+
+``python -m pipeline evaluate --config eval/configs/demo.yaml``
+
+For every model (``models``: tag, spec, prefix_dir), variant (``plain``/``cot`` prompts-stage
+output) and mode (``score``: label scoring, ``generate``: greedy generation + parsing) the stage
+answers the clean split and, on a deterministic subset (``perturbed_fraction`` of it, chosen by a
+hash of the sample id), every configured perturbation x severity x seed (re-rendered from the
+record, see :mod:`eval.perturb`). Outputs under ``out_dir``: ``predictions.jsonl`` (schema in
+docs/CONTRACT.md), ``report.json``, ``report.md``, ``report.html``.
+
+Resumable: answered rows are appended to ``out_dir/.partial/rows.jsonl`` as they are produced,
+keyed by (model tag + fingerprint, variant, mode, perturbation, severity, seed, sample_id, prompt
+hash, decoding budget); a restarted run skips those keys. The final files are written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from data_prep.taxonomy import LABELS, LEVELS
+from eval import perturb
+from eval.report import build_report, write_reports
+from eval.robustness import CLEAN
+from pipeline.config import config_to_dict
+from pipeline.io import DataError, read_jsonl, sha256_file, write_jsonl
+from pipeline.stage import Stage, StageResult, expand_files
+
+log = logging.getLogger(__name__)
+
+PARTIAL = ".partial/rows.jsonl"
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One model to evaluate."""
+
+    # name in reports and predictions (model_tag), e.g. base | tuned
+    tag: str
+    # model spec: smollm2 | tiny:<name> | local HF (or ChatGLM2/3) folder
+    spec: str
+    # train checkpoint folder (prefix.safetensors + prefix_config.json); null = the base model
+    prefix_dir: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PerturbationEntry:
+    """One perturbation family and the severities to run."""
+
+    # a name from eval.perturb.SPECS: noise dropout truncate units precision field_order distractors typos
+    # instruction option_order
+    name: str
+    # severity levels to run (1..K as declared in eval.perturb.SPECS); null = all declared levels
+    severities: tuple[int, ...] | None = None
+
+
+def _all_perturbations() -> tuple[PerturbationEntry, ...]:
+    return tuple(PerturbationEntry(name) for name in perturb.SPECS)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Config of the ``evaluate`` stage."""
+
+    # where predictions.jsonl, report.{json,md,html} and manifest.json go
+    out_dir: Path = Path("runs/demo/evaluate")
+    # data_prep output folder with <split>.jsonl records (perturbations re-render from them)
+    records_dir: Path = Path("runs/demo/data_prep")
+    # prompts-stage output folder with <variant>/<split>.jsonl
+    prompts_dir: Path = Path("runs/demo/prompts")
+    # prompt variants to evaluate (sub-folders of prompts_dir), e.g. plain, cot
+    variants: tuple[str, ...] = ("plain", "cot")
+    # split to evaluate
+    split: str = "test"
+    # models to compare; each has tag, spec, prefix_dir (null = base model)
+    models: tuple[ModelEntry, ...] = (ModelEntry("base", "smollm2"),
+                                      ModelEntry("tuned", "smollm2", Path("runs/demo/train/best")))
+    # model tag the others are compared with (paired deltas, robustness std ratio)
+    baseline_tag: str = "base"
+    # score = label scoring over each level's candidates; generate = greedy generation + answer parsing
+    modes: tuple[str, ...] = ("score", "generate")
+    # evaluate only the first N prompt rows per variant; null = all
+    limit: int | None = None
+    # perturbation families and severities (default: every family at every declared severity)
+    perturbations: tuple[PerturbationEntry, ...] = dataclasses.field(default_factory=_all_perturbations)
+    # perturbation seeds (each gives an independent draw per example)
+    seeds: tuple[int, ...] = (0,)
+    # share of the evaluated nominal set that is perturbed (the reference study: 8,448 / 50,688 = 1/6)
+    perturbed_fraction: float = 1 / 6
+    # prompts per forward batch (generation and scoring)
+    batch_size: int = 8
+    # greedy decoding budget for plain prompts (the reference study used 128)
+    max_new_tokens: int = 128
+    # greedy decoding budget for CoT prompts (rationale + answer line)
+    max_new_tokens_cot: int = 256
+    # rows answered between two appends to the resume cache
+    chunk_size: int = 64
+    # bootstrap resamples for confidence intervals
+    bootstrap_resamples: int = 2000
+    # seed of the bootstrap generators
+    bootstrap_seed: int = 0
+    # base-model weights dtype: float32 | bfloat16 | float16
+    dtype: str = "float32"
+    # torch device, e.g. cpu or cuda
+    device: str = "cpu"
+    # torch threads for CPU runs; 0 = torch's default
+    num_threads: int = 0
+
+
+def check_config(cfg: EvalConfig) -> None:
+    """Raise ValueError for inconsistent settings (before any model is loaded)."""
+    bad_modes = [m for m in cfg.modes if m not in ("score", "generate")]
+    if bad_modes or not cfg.modes:
+        raise ValueError(f"modes must be a non-empty subset of score, generate; got {list(cfg.modes)}")
+    tags = [m.tag for m in cfg.models]
+    if not tags or len(set(tags)) != len(tags):
+        raise ValueError(f"models need distinct tags; got {tags}")
+    if not 0.0 <= cfg.perturbed_fraction <= 1.0:
+        raise ValueError("perturbed_fraction must be in [0, 1]")
+    if min(cfg.batch_size, cfg.max_new_tokens, cfg.max_new_tokens_cot, cfg.chunk_size) < 1:
+        raise ValueError("batch_size, max_new_tokens(_cot) and chunk_size must be >= 1")
+    for p in cfg.perturbations:
+        spec = perturb.get_spec(p.name)
+        bad = [s for s in (p.severities or ()) if s not in spec.levels]
+        if bad:
+            raise ValueError(f"perturbation {p.name}: severities {bad} not in {sorted(spec.levels)}")
+    if not cfg.seeds:
+        raise ValueError("seeds must not be empty")
+
+
+def records_path(cfg: EvalConfig) -> Path:
+    """The records file of the evaluated split."""
+    return Path(cfg.records_dir) / f"{cfg.split}.jsonl"
+
+
+def prompts_path(cfg: EvalConfig, variant: str) -> Path:
+    """The prompts file of one variant."""
+    return Path(cfg.prompts_dir) / variant / f"{cfg.split}.jsonl"
+
+
+def evaluate_inputs(cfg: EvalConfig) -> list[Path]:
+    """Records, prompt files and checkpoint folders."""
+    paths = [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]
+    paths += [Path(m.prefix_dir) for m in cfg.models if m.prefix_dir is not None]
+    return paths
+
+
+# ------------------------------------------------------------------------------------------- examples
+@dataclasses.dataclass
+class Example:
+    """One prompt to answer (clean or perturbed); the model/mode are added when it is answered."""
+
+    sample_id: str
+    variant: str
+    perturbation: str
+    severity: int
+    seed: int
+    prompt: str
+    lang: str
+    gold: dict[str, str | None]
+    label_may_change: bool
+    oracle_motion: str | None = None
+
+
+def load_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Records by sample_id (DataError on a missing id or duplicate)."""
+    out: dict[str, dict[str, Any]] = {}
+    for lineno, rec in read_jsonl(path):
+        sid = rec.get("sample_id")
+        if not isinstance(sid, str) or not sid:
+            raise DataError(path, lineno, "sample_id", "missing or not a non-empty string")
+        if sid in out:
+            raise DataError(path, lineno, "sample_id", f"duplicate id {sid!r}")
+        out[sid] = rec
+    return out
+
+
+def parse_gold(row: dict[str, Any], path: Path, lineno: int) -> dict[str, str | None]:
+    """The row's gold labels (``label``), validated against the taxonomy; null levels allowed."""
+    label = row.get("label")
+    if not isinstance(label, dict) or label.get("motion") is None:
+        raise DataError(path, lineno, "label", "missing label dict with at least label.motion")
+    gold: dict[str, str | None] = {}
+    for lvl in LEVELS:
+        val = label.get(lvl)
+        if val is not None and val not in LABELS[lvl]:
+            raise DataError(path, lineno, f"label.{lvl}", f"{val!r} is not a {lvl} label")
+        gold[lvl] = val
+    return gold
+
+
+def read_prompt_rows(path: Path, limit: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(line, row) of a prompts file (first ``limit``), checking the fields evaluation needs."""
+    rows = []
+    for lineno, row in read_jsonl(path):
+        for field in ("sample_id", "prompt"):
+            if not isinstance(row.get(field), str) or not row[field]:
+                raise DataError(path, lineno, field, "missing or not a non-empty string")
+        if row.get("lang", "en") not in ("en", "zh"):
+            raise DataError(path, lineno, "lang", f"{row.get('lang')!r} is not en|zh")
+        rows.append((lineno, row))
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+def perturbed_subset(sample_ids: list[str], fraction: float) -> set[str]:
+    """ceil(fraction * n) ids, the same whatever the variant: lowest sha256(sample_id) first."""
+    k = math.ceil(fraction * len(sample_ids))
+    ranked = sorted(sample_ids, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    return set(ranked[:k])
+
+
+def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, Any]]) -> list[Example]:
+    """Clean examples of one variant plus the perturbed ones of its subset."""
+    path = prompts_path(cfg, variant)
+    rows = read_prompt_rows(path, cfg.limit)
+    examples: list[Example] = []
+    for lineno, row in rows:
+        examples.append(Example(row["sample_id"], variant, CLEAN, 0, 0, row["prompt"], row.get("lang", "en"),
+                                parse_gold(row, path, lineno), False))
+    subset = perturbed_subset([r["sample_id"] for _, r in rows], cfg.perturbed_fraction)
+    todo = [(lineno, row) for lineno, row in rows if row["sample_id"] in subset] if cfg.perturbations else []
+    for lineno, row in tqdm(todo, desc=f"perturb {variant}", disable=not todo):
+        record = records.get(row["sample_id"])
+        if record is None:
+            raise DataError(path, lineno, "sample_id", f"{row['sample_id']!r} has no record in {records_path(cfg)}")
+        if not isinstance(row.get("render"), dict):
+            raise DataError(path, lineno, "render", "missing RenderOptions dict (needed to re-render perturbations)")
+        options = perturb.options_from_dict(row["render"])
+        gold = parse_gold(row, path, lineno)
+        for entry in cfg.perturbations:
+            for sev in entry.severities or tuple(sorted(perturb.get_spec(entry.name).levels)):
+                for seed in cfg.seeds:
+                    p = perturb.perturb_example(record, options, entry.name, sev, seed)
+                    if p is None:
+                        continue
+                    examples.append(Example(row["sample_id"], variant, entry.name, sev, seed, p.prompt,
+                                            options.lang, gold, p.label_may_change, p.oracle_motion))
+    return examples
+
+
+# -------------------------------------------------------------------------------------- resume cache
+def model_fingerprint(entry: ModelEntry) -> str:
+    """Short hash of the model spec and the checkpoint files (a retrained prefix invalidates the cache)."""
+    h = hashlib.sha256(entry.spec.encode())
+    if entry.prefix_dir is not None:
+        for f in expand_files([Path(entry.prefix_dir)]):
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode())
+    return h.hexdigest()[:16]
+
+
+def row_key(tag: str, fingerprint: str, mode: str, ex: Example, budget: int) -> str:
+    """Cache key of one answered example."""
+    prompt_hash = hashlib.sha256(ex.prompt.encode()).hexdigest()[:16]
+    budget_part = str(budget) if mode == "generate" else "-"
+    return "|".join([tag, fingerprint, ex.variant, mode, ex.perturbation, str(ex.severity), str(ex.seed),
+                     ex.sample_id, prompt_hash, budget_part])
+
+
+class PartialCache:
+    """Append-only JSONL of answered rows; survives interruption (a torn last line is ignored)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: dict[str, dict[str, Any]] = {}
+        # a crash can leave a torn last line without "\n"; the next append must start on a fresh line
+        self._needs_newline = self.path.exists() and self.path.stat().st_size > 0 and \
+            self.path.read_bytes()[-1:] != b"\n"
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError:
+                        log.warning("ignoring a torn line in %s", self.path)
+                        continue
+                    self.rows[obj["key"]] = obj["row"]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Append rows and flush them to disk."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if self._needs_newline:
+                fh.write("\n")
+                self._needs_newline = False
+            for key, row in items:
+                fh.write(json.dumps({"key": key, "row": row}, ensure_ascii=False) + "\n")
+                self.rows[key] = row
+            fh.flush()
+
+
+# ---------------------------------------------------------------------------------------------- run
+def prediction_row(ex: Example, tag: str, mode: str, answer: dict[str, Any], split: str) -> dict[str, Any]:
+    """A predictions.jsonl row (docs/CONTRACT.md schema, plus lang and oracle_motion)."""
+    parsed = {lvl: answer["parsed"].get(lvl) for lvl in LEVELS}
+    correct = {lvl: (parsed[lvl] == ex.gold[lvl]) if ex.gold[lvl] is not None else None for lvl in LEVELS}
+    row = {"sample_id": ex.sample_id, "split": split, "model_tag": tag, "variant": ex.variant, "mode": mode,
+           "perturbation": ex.perturbation, "severity": ex.severity, "seed": ex.seed, "lang": ex.lang,
+           "prompt": ex.prompt, "output": answer["output"], "parsed": parsed, "gold": ex.gold, "correct": correct,
+           "label_may_change": ex.label_may_change, "oracle_motion": ex.oracle_motion,
+           "latency_s": round(float(answer.get("latency_s") or 0.0), 5)}
+    if "probs" in answer:
+        row["probs"] = answer["probs"]
+    return row
+
+
+def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list[Example]],
+                    cache: PartialCache) -> dict[str, Any]:
+    """Answer every not-yet-cached example with one model (loaded only if something is pending)."""
+    from eval.scoring import answer_rows
+
+    fp = model_fingerprint(entry)
+    pending: dict[tuple[str, str], list[tuple[str, Example]]] = defaultdict(list)
+    for variant, exs in examples.items():
+        budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
+        for mode in cfg.modes:
+            for ex in exs:
+                key = row_key(entry.tag, fp, mode, ex, budget)
+                if key not in cache:
+                    pending[(variant, mode)].append((key, ex))
+    total = sum(len(v) for v in pending.values())
+    timings: dict[str, Any] = {}
+    if total == 0:
+        log.info("model %s: every row already answered (resume cache)", entry.tag)
+        return timings
+    from pipeline.modeling import load_model
+
+    lm, tokenizer = load_model(entry.spec, prefix_dir=entry.prefix_dir, dtype=cfg.dtype, device=cfg.device)
+    bar = tqdm(total=total, desc=f"evaluate {entry.tag}")
+    for (variant, mode), items in pending.items():
+        budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
+        t0 = time.perf_counter()
+        for start in range(0, len(items), cfg.chunk_size):
+            chunk = items[start: start + cfg.chunk_size]
+            answers = answer_rows(lm, tokenizer, mode, [ex.prompt for _, ex in chunk], [ex.lang for _, ex in chunk],
+                                  cfg.batch_size, budget)
+            cache.add([(key, prediction_row(ex, entry.tag, mode, ans, cfg.split))
+                       for (key, ex), ans in zip(chunk, answers)])
+            bar.update(len(chunk))
+        secs = time.perf_counter() - t0
+        timings[f"{entry.tag}/{variant}/{mode}"] = {"rows": len(items), "seconds": round(secs, 3),
+                                                    "examples_per_s": round(len(items) / secs, 3) if secs else None}
+    bar.close()
+    return timings
+
+
+def collect_rows(cfg: EvalConfig, examples: dict[str, list[Example]], cache: PartialCache) -> list[dict[str, Any]]:
+    """The cached rows of exactly this config's keys, in (model, variant, mode, example) order."""
+    rows = []
+    for entry in cfg.models:
+        fp = model_fingerprint(entry)
+        for variant, exs in examples.items():
+            budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
+            for mode in cfg.modes:
+                rows.extend(cache.rows[row_key(entry.tag, fp, mode, ex, budget)] for ex in exs)
+    return rows
+
+
+def input_manifest(cfg: EvalConfig, examples: dict[str, list[Example]]) -> dict[str, Any]:
+    """Models, checkpoint/data/template hashes, seeds and perturbation specs for the report."""
+    models = []
+    for m in cfg.models:
+        files = expand_files([Path(m.prefix_dir)]) if m.prefix_dir is not None else []
+        models.append({"tag": m.tag, "spec": m.spec, "prefix_dir": str(m.prefix_dir) if m.prefix_dir else None,
+                       "fingerprint": model_fingerprint(m),
+                       "checkpoint_sha256": {f.name: sha256_file(f) for f in files}})
+    data = {str(p): sha256_file(p) for p in [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]}
+    templates: dict[str, list[str]] = {}
+    for v in cfg.variants:
+        hashes = {row.get("template_hash") for _, row in read_prompt_rows(prompts_path(cfg, v), cfg.limit)}
+        templates[v] = sorted(h for h in hashes if h)
+    counts = {v: {"clean": sum(e.perturbation == CLEAN for e in exs),
+                  "perturbed": sum(e.perturbation != CLEAN for e in exs)} for v, exs in examples.items()}
+    specs = {p.name: {"severities": list(p.severities or sorted(perturb.get_spec(p.name).levels)),
+                      "levels": {str(k): str(v) for k, v in perturb.get_spec(p.name).levels.items()},
+                      "label_may_change": sorted(perturb.get_spec(p.name).label_may_change),
+                      "description": perturb.get_spec(p.name).description} for p in cfg.perturbations}
+    return {"split": cfg.split, "models": models, "data_sha256": data, "template_hashes": templates,
+            "seeds": list(cfg.seeds), "perturbed_fraction": cfg.perturbed_fraction, "examples": counts,
+            "perturbations": specs, "config": config_to_dict(cfg)}
+
+
+def run_evaluate(cfg: EvalConfig) -> StageResult:
+    """Answer, score and report (see module docstring)."""
+    check_config(cfg)
+    if cfg.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    out_dir = Path(cfg.out_dir)
+    records = load_records(records_path(cfg)) if cfg.perturbations else {}
+    examples = {v: build_examples(cfg, v, records) for v in cfg.variants}
+    cache = PartialCache(out_dir / PARTIAL)
+    t0 = time.perf_counter()
+    timings: dict[str, Any] = {}
+    for entry in cfg.models:
+        timings.update(answer_examples(cfg, entry, examples, cache))
+    answer_secs = time.perf_counter() - t0
+    rows = collect_rows(cfg, examples, cache)
+    report = build_report(rows, input_manifest(cfg, examples), baseline_tag=cfg.baseline_tag,
+                          seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
+    report["timings"] = timings
+    pred_path = out_dir / "predictions.jsonl"
+    write_jsonl(pred_path, rows)
+    outputs = [pred_path] + write_reports(out_dir, report)
+    stats = {"rows": len(rows), "answer_seconds": round(answer_secs, 3), "timings": timings,
+             "clean_accuracy": {f"{g['model_tag']}/{g['variant']}/{g['mode']}": g["clean"]["accuracy"]
+                                for g in report["groups"]},
+             "perturbed_std": {f"{g['model_tag']}/{g['variant']}/{g['mode']}": g["aggregates"]["std_accuracy"]
+                               for g in report["groups"]}}
+    log.info("evaluated %d rows -> %s", len(rows), out_dir)
+    return StageResult(outputs=outputs, stats=stats)
+
+
+STAGE = Stage(
+    name="evaluate",
+    config_cls=EvalConfig,
+    inputs=evaluate_inputs,
+    run=run_evaluate,
+    default_config="eval/configs/demo.yaml",
+    help="accuracy and robustness of base vs tuned models, plain vs CoT prompts",
+)
