@@ -1,0 +1,344 @@
+"""P-Tuning v2 prefix encoder (ChatGLM ``ptuning`` style) and its on-disk format.
+
+A prefix is ``pre_seq_len`` learned key/value vectors for *every* decoder layer. The
+encoder produces one flat row per virtual token,
+
+    (pre_seq_len, num_layers * 2 * kv_heads * head_dim)
+
+laid out as ``[layer0.key, layer0.value, layer1.key, ...]`` with each block
+``(kv_heads, head_dim)``. This is the layout of ChatGLM2's ``PrefixEncoder`` and of PEFT's
+``PrefixTuning`` embedding, so the no-projection weights of either can be copied in as is.
+:meth:`PrefixEncoder.key_values` turns it into one ``(key, value)`` pair per layer, each
+``(batch, kv_heads, pre_seq_len, head_dim)`` -- an ``expand`` view over the batch, never a copy.
+
+On disk (a train checkpoint folder):
+
+* ``prefix.safetensors`` -- only the encoder weights (``embedding.weight``, ``trans.*``);
+* ``prefix_config.json`` -- :class:`PrefixConfig` fields, the :class:`ArchFacts` of the base
+  model, the model spec and ``"kind": "encoder"``.
+
+:func:`export_static_prefix` writes the *computed* key/values instead
+(``prefix_static.safetensors``, tensor ``past_key_values`` of shape
+``(num_layers, 2, kv_heads, pre_seq_len, head_dim)``, ``"kind": "static"``), so inference needs
+no encoder (and no projection MLP); :func:`load_prefix` reads either kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline.io import DataError, atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+PREFIX_WEIGHTS = "prefix.safetensors"
+PREFIX_STATIC = "prefix_static.safetensors"
+PREFIX_CONFIG = "prefix_config.json"
+STATIC_KEY = "past_key_values"
+FORMAT_VERSION = 1
+
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixConfig:
+    """How the P-Tuning v2 prefix is built (ChatGLM ``ptuning`` options)."""
+
+    # number of virtual tokens (ChatGLM2 ptuning / the reference study: 128); 0 = no prefix (base model)
+    pre_seq_len: int = 128
+    # True: Embedding(P, hidden) -> Linear(hidden, prefix_hidden) -> Tanh -> Linear(prefix_hidden, L*2*kv_dim);
+    # False: Embedding(P, L*2*kv_dim) holds the key/values directly (ChatGLM2 default, PEFT-compatible)
+    prefix_projection: bool = False
+    # hidden width of the projection MLP; None = the base model's hidden size (ChatGLM uses hidden_size)
+    prefix_hidden_size: int | None = None
+    # dropout on the prefix key/values during training (ChatGLM applies it before splitting per layer)
+    prefix_dropout: float = 0.0
+    # std of the normal init of the embedding; None = nn.Embedding's default N(0, 1) (what ChatGLM2 and PEFT do)
+    init_std: float | None = None
+    # True: real tokens take positions pre_seq_len, pre_seq_len+1, ... (PEFT PrefixTuning and HF's default for a
+    # filled cache); False: positions start at 0 as in ChatGLM2's own ptuning code
+    positions_after_prefix: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pre_seq_len < 0:
+            raise ValueError(f"pre_seq_len must be >= 0, got {self.pre_seq_len}")
+        if not 0.0 <= self.prefix_dropout < 1.0:
+            raise ValueError(f"prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
+        if self.prefix_hidden_size is not None and self.prefix_hidden_size <= 0:
+            raise ValueError(f"prefix_hidden_size must be positive, got {self.prefix_hidden_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrefixConfig:
+        """Build from a dict, ignoring keys that are not fields (arch facts, spec, ...)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchFacts:
+    """Shape facts of a decoder-only model that a prefix must match."""
+
+    num_layers: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    model_type: str = ""
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of one layer's key (or value) for one token: ``kv_heads * head_dim``."""
+        return self.kv_heads * self.head_dim
+
+    @property
+    def row_dim(self) -> int:
+        """Width of one virtual token's encoder output: ``num_layers * 2 * kv_dim``."""
+        return self.num_layers * 2 * self.kv_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view."""
+        return dataclasses.asdict(self)
+
+
+def _first_attr(config: Any, names: tuple[str, ...]) -> Any:
+    """First non-None attribute of ``config`` among ``names`` (None if none)."""
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def arch_facts(config: Any) -> ArchFacts:
+    """Derive layers / kv heads / head dim from any HF config (Llama, Qwen2, GLM, GLM-4, GPT-2, ChatGLM).
+
+    kv heads: ``num_key_value_heads``, else ChatGLM's ``multi_query_group_num`` (when
+    ``multi_query_attention``), else the attention heads. head dim: ``head_dim`` / ``kv_channels``,
+    else hidden / heads.
+    """
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config(decoder=True)
+    layers = _first_attr(config, ("num_hidden_layers", "n_layer", "num_layers"))
+    heads = _first_attr(config, ("num_attention_heads", "n_head", "num_heads"))
+    hidden = _first_attr(config, ("hidden_size", "n_embd", "d_model"))
+    if layers is None or heads is None or hidden is None:
+        raise ValueError(f"cannot read layers/heads/hidden size from config of type {type(config).__name__}")
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if kv_heads is None and getattr(config, "multi_query_attention", False):
+        kv_heads = getattr(config, "multi_query_group_num", None)
+    kv_heads = kv_heads or heads
+    head_dim = _first_attr(config, ("head_dim", "kv_channels")) or hidden // heads
+    return ArchFacts(int(layers), int(kv_heads), int(head_dim), int(hidden), str(getattr(config, "model_type", "")))
+
+
+def split_key_values(flat: torch.Tensor, facts: ArchFacts) -> KeyValues:
+    """Reshape encoder output into one (key, value) pair per layer.
+
+    Args:
+        flat: ``(P, L*2*kv_heads*head_dim)`` (shared by the batch) or ``(B, P, L*2*kv_heads*head_dim)``.
+    Returns:
+        ``L`` pairs, each tensor ``(1 or B, kv_heads, P, head_dim)`` -- strided views, no copy.
+    """
+    if flat.dim() == 2:
+        flat = flat.unsqueeze(0)
+    b, p, _ = flat.shape
+    # (B, P, L*2, H, D) -> (L*2, B, H, P, D): the same permutation ChatGLM2 and PEFT use
+    kv = flat.view(b, p, facts.num_layers * 2, facts.kv_heads, facts.head_dim).permute(2, 0, 3, 1, 4)
+    return [(kv[2 * i], kv[2 * i + 1]) for i in range(facts.num_layers)]
+
+
+def expand_key_values(pairs: KeyValues, batch_size: int) -> KeyValues:
+    """Broadcast ``(1, H, P, D)`` pairs to ``(batch_size, H, P, D)`` as views (no memory)."""
+    return [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in pairs]
+
+
+class PrefixEncoder(nn.Module):
+    """ChatGLM P-Tuning v2 prefix encoder.
+
+    ``forward()`` returns the flat prefix ``(pre_seq_len, L*2*kv_heads*head_dim)``; it does not
+    depend on the batch (every row shares the same virtual tokens), so callers build it once
+    per forward and broadcast it with :meth:`key_values`.
+    """
+
+    def __init__(self, config: PrefixConfig, facts: ArchFacts):
+        super().__init__()
+        if config.pre_seq_len <= 0:
+            raise ValueError("PrefixEncoder needs pre_seq_len > 0")
+        self.config, self.facts = config, facts
+        if config.prefix_projection:
+            hidden = config.prefix_hidden_size or facts.hidden_size
+            self.embedding = nn.Embedding(config.pre_seq_len, facts.hidden_size)
+            self.trans = nn.Sequential(
+                nn.Linear(facts.hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, facts.row_dim)
+            )
+        else:
+            self.embedding = nn.Embedding(config.pre_seq_len, facts.row_dim)
+            self.trans = None
+        if config.init_std is not None:
+            nn.init.normal_(self.embedding.weight, std=config.init_std)
+        self.dropout = nn.Dropout(config.prefix_dropout)
+
+    def forward(self) -> torch.Tensor:
+        """Flat prefix ``(pre_seq_len, L*2*kv_heads*head_dim)`` (no dropout applied here)."""
+        # the embedding "lookup" of tokens 0..P-1 is the whole table: use the weight directly
+        weight = self.embedding.weight
+        return weight if self.trans is None else self.trans(weight)
+
+    def key_values(self, batch_size: int, dtype: torch.dtype | None = None) -> KeyValues:
+        """Per-layer ``(key, value)``, each ``(batch_size, kv_heads, pre_seq_len, head_dim)``.
+
+        Without dropout the result is an ``expand`` view of one ``(1, H, P, D)`` tensor per layer.
+        With dropout in training every row gets its own mask (ChatGLM semantics), which
+        materialises ``(B, P, row_dim)`` once.
+        """
+        flat = self()
+        if dtype is not None and flat.dtype != dtype:
+            flat = flat.to(dtype)
+        if self.training and self.config.prefix_dropout > 0:
+            flat = self.dropout(flat.unsqueeze(0).expand(batch_size, -1, -1))
+            return split_key_values(flat, self.facts)
+        return expand_key_values(split_key_values(flat, self.facts), batch_size)
+
+
+class StaticPrefix(nn.Module):
+    """Precomputed prefix key/values (an exported encoder); same ``key_values`` API, nothing to train."""
+
+    def __init__(self, config: PrefixConfig, facts: ArchFacts, past_key_values: torch.Tensor):
+        super().__init__()
+        expect = (facts.num_layers, 2, facts.kv_heads, config.pre_seq_len, facts.head_dim)
+        if tuple(past_key_values.shape) != expect:
+            raise ValueError(f"static prefix has shape {tuple(past_key_values.shape)}, expected {expect}")
+        self.config, self.facts = config, facts
+        # (L, 2, H, P, D); a buffer so .to(device/dtype) moves it, never a parameter
+        self.register_buffer(STATIC_KEY, past_key_values, persistent=True)
+
+    def key_values(self, batch_size: int, dtype: torch.dtype | None = None) -> KeyValues:
+        """Per-layer ``(key, value)``, each ``(batch_size, kv_heads, pre_seq_len, head_dim)`` expand views."""
+        kv = getattr(self, STATIC_KEY)
+        if dtype is not None and kv.dtype != dtype:
+            kv = kv.to(dtype)
+        return [
+            (kv[i, 0].unsqueeze(0).expand(batch_size, -1, -1, -1), kv[i, 1].unsqueeze(0).expand(batch_size, -1, -1, -1))
+            for i in range(self.facts.num_layers)
+        ]
+
+
+def build_prefix_encoder(config: PrefixConfig, facts: ArchFacts, seed: int | None = None) -> PrefixEncoder:
+    """A freshly initialised encoder (seeded with ``seed`` when given, without touching the global RNG)."""
+    if seed is None:
+        return PrefixEncoder(config, facts)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PrefixEncoder(config, facts)
+
+
+def _config_payload(config: PrefixConfig, facts: ArchFacts, kind: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "kind": kind, **config.to_dict(), "arch": facts.to_dict(), **(extra or {})}
+
+
+def save_prefix(encoder: PrefixEncoder, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
+    """Write ``prefix.safetensors`` (encoder weights only, float32) + ``prefix_config.json``.
+
+    ``extra`` (e.g. ``{"model_spec": "smollm2", "step": 300}``) is merged into the JSON.
+    Returns the written paths.
+    """
+    out_dir = Path(out_dir)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in encoder.state_dict().items()}
+    weights = out_dir / PREFIX_WEIGHTS
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    cfg = write_json(out_dir / PREFIX_CONFIG, _config_payload(encoder.config, encoder.facts, "encoder", extra))
+    return [weights, cfg]
+
+
+@torch.no_grad()
+def export_static_prefix(
+    encoder: PrefixEncoder, out_dir: str | Path, extra: dict[str, Any] | None = None
+) -> list[Path]:
+    """Write the computed key/values ``(L, 2, kv_heads, P, head_dim)`` so inference needs no encoder.
+
+    Files: ``prefix_static.safetensors`` + ``prefix_config.json`` (``"kind": "static"``). Do not
+    export into a folder holding a trainable ``prefix.safetensors`` you still need: the JSON is shared.
+    """
+    out_dir = Path(out_dir)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        pairs = encoder.key_values(1)
+    finally:
+        encoder.train(was_training)
+    kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in pairs]).to("cpu", torch.float32).contiguous()
+    path = out_dir / PREFIX_STATIC
+    with atomic_path(path) as tmp:
+        save_file({STATIC_KEY: kv}, str(tmp), metadata={"format": "pt"})
+    cfg = write_json(out_dir / PREFIX_CONFIG, _config_payload(encoder.config, encoder.facts, "static", extra))
+    return [path, cfg]
+
+
+def read_prefix_config(prefix_dir: str | Path) -> dict[str, Any]:
+    """The raw ``prefix_config.json`` of a checkpoint folder (DataError when missing/bad)."""
+    path = Path(prefix_dir) / PREFIX_CONFIG
+    if not path.exists():
+        raise DataError(path, None, None, "prefix checkpoint has no prefix_config.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or "arch" not in data:
+        raise DataError(path, None, "arch", "missing the base-model shape facts")
+    return data
+
+
+def check_facts(saved: dict[str, Any], facts: ArchFacts, path: Path) -> None:
+    """Refuse a prefix trained for a differently shaped model."""
+    for key in ("num_layers", "kv_heads", "head_dim"):
+        if int(saved.get(key, -1)) != getattr(facts, key):
+            raise DataError(path, None, f"arch.{key}",
+                            f"prefix was saved for {key}={saved.get(key)}, the model has {getattr(facts, key)}")
+
+
+def load_prefix(prefix_dir: str | Path, facts: ArchFacts) -> PrefixEncoder | StaticPrefix:
+    """Load an encoder checkpoint or a static export from ``prefix_dir`` (kind from the JSON)."""
+    prefix_dir = Path(prefix_dir)
+    data = read_prefix_config(prefix_dir)
+    cfg_path = prefix_dir / PREFIX_CONFIG
+    check_facts(data["arch"], facts, cfg_path)
+    config = PrefixConfig.from_dict(data)
+    kind = data.get("kind", "encoder")
+    if kind == "static":
+        tensors = load_file(str(prefix_dir / PREFIX_STATIC))
+        if STATIC_KEY not in tensors:
+            raise DataError(prefix_dir / PREFIX_STATIC, None, STATIC_KEY, "tensor missing")
+        return StaticPrefix(config, facts, tensors[STATIC_KEY])
+    if kind != "encoder":
+        raise DataError(cfg_path, None, "kind", f"unknown prefix kind {kind!r}")
+    weights = prefix_dir / PREFIX_WEIGHTS
+    if not weights.exists():
+        raise DataError(weights, None, None, "prefix weights file is missing")
+    encoder = PrefixEncoder(config, facts)
+    missing, unexpected = encoder.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise DataError(weights, None, None, f"weights do not match the config (missing {missing}, unexpected {unexpected})")
+    return encoder
+
+
+def count_prefix_parameters(config: PrefixConfig, facts: ArchFacts) -> int:
+    """Trainable parameter count of an encoder with ``config`` on a model with ``facts``."""
+    if config.pre_seq_len == 0:
+        return 0
+    if not config.prefix_projection:
+        return config.pre_seq_len * facts.row_dim
+    h = config.prefix_hidden_size or facts.hidden_size
+    return config.pre_seq_len * facts.hidden_size + (facts.hidden_size + 1) * h + (h + 1) * facts.row_dim
+
