@@ -2,7 +2,7 @@
 
 Same base model, batch, sequence length and prefix length; the two are timed alternately
 in one process (so machine load hits both alike), then each is run alone in a fresh
-subprocess to read its peak resident memory. Writes JSON (default runs/bench/train_step.json).
+subprocess to measure the memory its training steps add. Writes JSON (default runs/bench/train_step.json).
 
     python scripts/bench_train_step.py                       # embedded default smollm2 on CPU
     python scripts/bench_train_step.py --model tiny:llama --rounds 2 --steps 2   # quick check
@@ -107,20 +107,43 @@ def peak_memory_alone(args: argparse.Namespace, which: str) -> float:
 
 
 def run_only(args: argparse.Namespace) -> None:
-    """Child mode: build one variant, run a few steps, print its peak memory."""
+    """Child mode: build one variant, run a few steps, print the memory the steps add.
+
+    CPU: resident memory sampled every 2 ms during the steps, minus the resident memory just before
+    them (the process-lifetime peak is dominated by loading the weights, identical for both
+    variants). CUDA: peak allocated memory during the steps.
+    """
+    import threading
+
+    import psutil
+
     model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
     lm = (build_ours if args.only == "ours" else build_peft)(model, args.pre_seq_len, args.projection)
     batch = make_batch(model.config.vocab_size, args.batch, args.source, args.target, args.device)
     step = make_step(lm, 2e-2)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     for _ in range(args.steps):
         step(batch)
+    done.set()
+    sampler.join()
     if args.device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**20
+        added = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mib": peak}))
+        added = (peak[0] - base) / 2**20
+    print(json.dumps({"peak_mib": added, "rss_before_steps_mib": base / 2**20}))
 
 
 def main() -> None:
@@ -137,6 +160,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory subprocesses")
+    p.add_argument("--memory-only", action="store_true", help="only the per-variant memory subprocesses")
     p.add_argument("--only", choices=["ours", "peft"], help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "train_step.json"))
     args = p.parse_args()
@@ -145,6 +169,18 @@ def main() -> None:
         run_only(args)
         return
 
+    if args.memory_only:
+        mem = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
+        out = Path(args.out)
+        result = json.loads(out.read_text()) if out.exists() else {}
+        result["step_memory_mib"] = mem
+        result["step_memory_ratio_peft_over_ours"] = mem["peft"] / mem["ours"]
+        result["step_memory_note"] = "memory the training steps add on top of the loaded model (RSS sampled on CPU)"
+        result.pop("peak_mib", None)
+        result.pop("memory_ratio_peft_over_ours", None)
+        write_json(out, result)
+        print(json.dumps(mem))
+        return
     model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
     variants = {"ours": build_ours(model, args.pre_seq_len, args.projection),
                 "peft": build_peft(model, args.pre_seq_len, args.projection)}
@@ -175,8 +211,8 @@ def main() -> None:
     result["speed_ratio_ours_over_peft"] = result["tokens_per_s"]["ours"] / result["tokens_per_s"]["peft"]
     if not args.no_memory:
         del variants, steps
-        result["peak_mib"] = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
-        result["memory_ratio_peft_over_ours"] = result["peak_mib"]["peft"] / result["peak_mib"]["ours"]
+        result["step_memory_mib"] = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
+        result["step_memory_ratio_peft_over_ours"] = result["step_memory_mib"]["peft"] / result["step_memory_mib"]["ours"]
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in result if k not in {"all_seconds_per_step"}}, indent=2))
 
