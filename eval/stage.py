@@ -33,7 +33,7 @@ from eval import perturb
 from eval.report import build_report, write_reports
 from eval.robustness import CLEAN
 from pipeline.config import config_to_dict
-from pipeline.io import DataError, read_jsonl, sha256_file, write_jsonl
+from pipeline.io import DataError, index_jsonl_by_id, read_jsonl, sha256_file, write_jsonl
 from pipeline.stage import Stage, StageResult, expand_files
 
 log = logging.getLogger(__name__)
@@ -175,15 +175,7 @@ class Example:
 
 def load_records(path: Path) -> dict[str, dict[str, Any]]:
     """Records by sample_id (DataError on a missing id or duplicate)."""
-    out: dict[str, dict[str, Any]] = {}
-    for lineno, rec in read_jsonl(path):
-        sid = rec.get("sample_id")
-        if not isinstance(sid, str) or not sid:
-            raise DataError(path, lineno, "sample_id", "missing or not a non-empty string")
-        if sid in out:
-            raise DataError(path, lineno, "sample_id", f"duplicate id {sid!r}")
-        out[sid] = rec
-    return out
+    return index_jsonl_by_id(path)
 
 
 def parse_gold(row: dict[str, Any], path: Path, lineno: int) -> dict[str, str | None]:

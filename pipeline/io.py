@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -105,6 +105,27 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise DataError(path, lineno, None, "expected a JSON object")
             yield lineno, obj
+
+
+def index_jsonl_by_id(path: str | Path, out: dict[str, dict[str, Any]] | None = None, key: str = "sample_id",
+                      validate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Add every row of a JSONL file to ``out`` keyed by ``row[key]``.
+
+    A missing/empty key or an id already in ``out`` (also from an earlier file) is a DataError
+    naming file, line and field; ``validate(line_number, row)`` may check/complete each row first.
+    Returns ``out``.
+    """
+    out = {} if out is None else out
+    for lineno, row in read_jsonl(path):
+        if validate is not None:
+            validate(lineno, row)
+        rid = row.get(key)
+        if not isinstance(rid, str) or not rid:
+            raise DataError(path, lineno, key, "missing or not a non-empty string")
+        if rid in out:
+            raise DataError(path, lineno, key, f"duplicate {key} {rid!r}")
+        out[rid] = row
+    return out
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:

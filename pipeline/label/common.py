@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.taxonomy import DISPLAY, LABELS, LEVELS, canonical_label
-from pipeline.io import DataError, read_jsonl
+from pipeline.io import DataError, index_jsonl_by_id, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,13 @@ def load_records(records_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str,
     """All records of the given splits keyed by ``sample_id`` (duplicates are a DataError)."""
     out: dict[str, dict[str, Any]] = {}
     for path in split_files(records_dir, splits):
-        for lineno, rec in read_jsonl(path):
-            sid = rec.get("sample_id")
-            if not isinstance(sid, str) or not sid:
-                raise DataError(path, lineno, "sample_id", "missing or not a string")
-            if sid in out:
-                raise DataError(path, lineno, "sample_id", f"duplicate sample_id {sid!r}")
+
+        def check(lineno: int, rec: dict[str, Any], path: Path = path) -> None:
             if not isinstance(rec.get("labels"), dict):
                 raise DataError(path, lineno, "labels", "missing or not an object")
             rec.setdefault("split", path.stem)
-            out[sid] = rec
+
+        index_jsonl_by_id(path, out, validate=check)
     return out
 
 
