@@ -56,6 +56,15 @@ def _variants(x: np.ndarray, n_var: int, rng: np.random.Generator | None = None,
     return rep
 
 
+def _coelliptic_states(sim: "Sim", dh: np.ndarray, t_c: np.ndarray, z0: np.ndarray, n_var: int) -> np.ndarray:
+    """Initial states (m·n_var, 6) of co-elliptic passes: radial offset dh drifting at -1.5 n dh along
+    track, closest approach at t_c, cross-track offset z0 (scenario values jittered per variant)."""
+    n = sim.n
+    dh, t_c, z0 = _variants(dh, n_var, sim.rng, 0.03), _variants(t_c, n_var, sim.rng, 0.03), _variants(z0, n_var)
+    zeros = np.zeros_like(dh)
+    return np.stack([dh, 1.5 * n * dh * t_c, z0, zeros, -1.5 * n * dh, zeros], axis=1)
+
+
 class Sim:
     """Time grid and dynamics shared by the generators."""
 
@@ -86,14 +95,11 @@ def gen_hovering(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
 
 def gen_flyby(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
     """Co-elliptic pass: constant radial offset dh, drift -1.5 n dh, closest at t_c."""
-    rng, n = sim.rng, sim.n
+    rng = sim.rng
     dh = rng.choice([-1.0, 1.0], n_scen) * rng.uniform(400.0, 4000.0, n_scen)
     t_c = rng.uniform(0.35, 0.65, n_scen) * sim.window
     z0 = rng.uniform(-0.3, 0.3, n_scen) * np.abs(dh)
-    dh, t_c, z0 = _variants(dh, n_var, rng, 0.03), _variants(t_c, n_var, rng, 0.03), _variants(z0, n_var)
-    zeros = np.zeros_like(dh)
-    state0 = np.stack([dh, 1.5 * n * dh * t_c, z0, zeros, -1.5 * n * dh, zeros], axis=1)
-    return sim.run(state0)
+    return sim.run(_coelliptic_states(sim, dh, t_c, z0, n_var))
 
 
 def gen_fly_around(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
@@ -135,9 +141,7 @@ def gen_approach(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
     dh = rng.choice([-1.0, 1.0], n_drift) * rng.uniform(200.0, 1500.0, n_drift)
     t_c = rng.uniform(1.3, 2.5, n_drift) * sim.window
     z0 = rng.uniform(-0.3, 0.3, n_drift) * np.abs(dh)
-    dh, t_c, z0 = _variants(dh, n_var, rng, 0.03), _variants(t_c, n_var, rng, 0.03), _variants(z0, n_var)
-    zeros = np.zeros_like(dh)
-    drift0 = np.stack([dh, 1.5 * n * dh * t_c, z0, zeros, -1.5 * n * dh, zeros], axis=1)
+    drift0 = _coelliptic_states(sim, dh, t_c, z0, n_var)
     # Two-impulse transfer.
     d = _unit(rng, n_tr, z_scale=0.2, x_scale=0.3)
     r0 = d * _log_uniform(rng, 3000.0, 10_000.0, n_tr)[:, None]

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 from data_prep.taxonomy import LEVELS
 from eval.report import CSS, _ci, _fmt, html_table, md_table
-from pipeline.io import DataError, write_json, write_text
+from pipeline.io import DataError, read_json_object, write_json, write_text
 from pipeline.stage import Stage, StageResult
 
 
@@ -49,12 +48,7 @@ HEADER = ["report", "model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{
 def load_report(entry: ReportEntry) -> dict[str, Any]:
     """A report.json, checked for the fields the comparison reads."""
     path = Path(entry.path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, None, None, "report file does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(path, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
+    report = read_json_object(path)
     if not isinstance(report.get("groups"), list):
         raise DataError(path, None, "groups", "not an evaluate report (no groups list)")
     for i, g in enumerate(report["groups"]):

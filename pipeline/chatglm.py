@@ -64,7 +64,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from pipeline.io import DataError, write_json
+from pipeline.io import DataError, read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +126,6 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "tokenization_cha
 
 
 # ------------------------------------------------------------------------------------ detection
-def _read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON object file; bad JSON is a :class:`DataError` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, None, None, "file does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(path, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise DataError(path, None, None, "expected a JSON object")
-    return data
-
-
 def is_chatglm_dir(path: str | Path) -> bool:
     """True when ``path/config.json`` describes a ChatGLM2/3 checkpoint (remote-code layout)."""
     try:
@@ -282,7 +269,7 @@ def list_weight_files(src: Path) -> tuple[list[Path], Path | None]:
     for index_name in WEIGHT_INDEXES:
         index_path = src / index_name
         if index_path.exists():
-            weight_map = _read_json(index_path).get("weight_map")
+            weight_map = read_json_object(index_path).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise DataError(index_path, None, "weight_map", "missing or empty")
             names = list(dict.fromkeys(weight_map.values()))
@@ -590,7 +577,7 @@ def load_tokenizer(model_dir: str | Path):
 
     model_dir = Path(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    marker = _read_json(model_dir / MARKER_FILE) if is_converted_dir(model_dir) else {}
+    marker = read_json_object(model_dir / MARKER_FILE) if is_converted_dir(model_dir) else {}
     variant = marker.get("variant", "chatglm2")
     # a partial of a module-level function keeps the tokenizer picklable (datasets.map workers)
     tokenizer.build_glm_prompt = functools.partial(format_glm_prompt, variant=variant)
@@ -611,7 +598,7 @@ def convert_chatglm_to_glm(src_dir: str | Path, dst_dir: str | Path, variant: Va
     if dst.exists():
         raise FileExistsError(f"{dst} already exists")
     config_path = src / "config.json"
-    raw = _read_json(config_path)
+    raw = read_json_object(config_path)
     if not is_chatglm_dir(src):
         raise DataError(config_path, None, "model_type", f"not a ChatGLM checkpoint ({raw.get('model_type')!r})")
     variant = variant or detect_variant(src, raw)

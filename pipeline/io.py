@@ -67,6 +67,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON file that must hold an object; a missing file, bad JSON or another type is a DataError."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, None, None, "file does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, None, None, "expected a JSON object")
+    return data
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write ``text`` to ``path``."""
     with atomic_open(path) as fh:
