@@ -5,7 +5,7 @@ Imported rows become contract records with ``text`` set (the known information) 
 format (``{"content": ..., "summary": ...}``), are parsed out of the response: the answer
 line (``Answer: motion=...; operation=...; task=...`` / ``答案：运动=...；操作=...；任务=...``)
 or the paper's sentences ("Movement intention is flyby ... Task intention is unclear").
-Every problem is a :class:`~pipeline.io.DataError` naming file, line and field.
+Every problem is a :class:`~pipeline.core.io.DataError` naming file, line and field.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, canonical_label
-from pipeline.io import DataError, read_jsonl
+from pipeline.core.answer import parse_reply
+from pipeline.core.io import DataError, read_jsonl
+from pipeline.core.taxonomy import LABELS, canonical_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,43 +44,13 @@ class ImportSpec:
     source: str | None = None
 
 
-_ANSWER_LINE = re.compile(r"(?:answer|答案)\s*[:：]\s*(?P<body>.+)$", re.IGNORECASE | re.MULTILINE)
-_PAIR_SEP = re.compile(r"[;；,，]")
-_LEVEL_NAMES: dict[str, str] = {
-    **{name.lower(): level for lang in LEVEL_DISPLAY.values() for level, name in lang.items()},
-    "movement": "motion",
-}
-_SENTENCE = {
-    "motion": re.compile(r"(?:movement|motion)\s+intention\s+is\s+([A-Za-z_\- ]+?)(?:[.,;\n]|$)|运动意图\s*(?:为|是|[:：])\s*([^\s，。；,;]+)", re.IGNORECASE),
-    "operation": re.compile(r"operation\s+intention\s+is\s+([A-Za-z_\- ]+?)(?:[.,;\n]|$)|操作意图\s*(?:为|是|[:：])\s*([^\s，。；,;]+)", re.IGNORECASE),
-    "task": re.compile(r"task\s+intention\s+is\s+([A-Za-z_\- ]+?)(?:[.,;\n]|$)|任务意图\s*(?:为|是|[:：])\s*([^\s，。；,;]+)", re.IGNORECASE),
-}
-
-
 def parse_answer(text: str) -> tuple[dict[str, str | None], str | None]:
-    """Labels and the rationale (text before the answer) from a model/user response.
+    """Labels and the rationale (text before the answer line) from a user's response.
 
-    Returns ``({"motion", "operation", "task"} -> canonical label or None, rationale or None)``.
-    The last answer line wins; without one, the paper's "X intention is Y" sentences are used.
+    The project's one answer-line parser (:func:`pipeline.core.answer.parse_reply`) without its
+    last fallback: a label merely mentioned in the rationale does not become the label.
     """
-    labels: dict[str, str | None] = dict.fromkeys(LEVELS)
-    matches = list(_ANSWER_LINE.finditer(text))
-    if matches:
-        m = matches[-1]
-        for pair in _PAIR_SEP.split(m.group("body")):
-            if "=" not in pair and "＝" not in pair:
-                continue
-            key, value = re.split(r"[=＝]", pair, maxsplit=1)
-            level = _LEVEL_NAMES.get(key.strip().lower())
-            if level is not None:
-                labels[level] = canonical_label(value, level)
-        rationale = text[: m.start()].strip() or None
-        return labels, rationale
-    for level, pattern in _SENTENCE.items():
-        found = pattern.search(text)
-        if found:
-            labels[level] = canonical_label(next(g for g in found.groups() if g), level)
-    return labels, None
+    return parse_reply(text, mentions=False)
 
 
 def _read_rows(spec: ImportSpec) -> list[tuple[int, dict[str, Any]]]:

@@ -33,10 +33,10 @@ from data_prep.features import features_batch
 from data_prep.imports import ImportSpec, hashed_split, import_file
 from data_prep.labelling import Thresholds, relabel_motion
 from data_prep.sensor import SensorNoise, measure
-from data_prep.taxonomy import MOTION_LABELS
-from pipeline.config import ConfigError
-from pipeline.io import atomic_path, write_jsonl
-from pipeline.stage import Stage, StageResult
+from pipeline.core.config import ConfigError
+from pipeline.core.io import atomic_path, write_jsonl
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import MOTION_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class DataPrepConfig:
     """Configuration of the data_prep stage."""
 
     # Output folder for {train,dev,test}.jsonl, trajectories/ and manifest.json.
-    out_dir: Path = Path("runs/demo/data_prep")
+    out_dir: Path
     # simulate: CW simulator only; import: only the files in `imports`; both: simulator + imports.
     mode: Literal["simulate", "import", "both"] = "simulate"
     # Number of simulated samples kept after relabelling (paper profile: 50,688), split evenly over `motions`.
@@ -280,4 +280,5 @@ STAGE = Stage(
     run=run,
     default_config="data_prep/configs/demo.yaml",
     help="CW-simulated and/or imported intent records with train/dev/test splits",
+    check=validate_config,
 )

@@ -15,10 +15,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-from data_prep.taxonomy import LEVELS
 from eval.report import CSS, _ci, _fmt, html_table, md_table
-from pipeline.io import DataError, read_json_object, write_json, write_text
-from pipeline.stage import Stage, StageResult
+from pipeline.core.io import DataError, read_json_object, write_json, write_text
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LEVELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +36,9 @@ class CompareConfig:
     """Config of the ``compare`` stage."""
 
     # where compare.{json,md,html} (and manifest.json) go
-    out_dir: Path = Path("runs/demo/compare")
+    out_dir: Path
     # reports to put side by side (name + path of report.json)
-    reports: tuple[ReportEntry, ...] = (ReportEntry("demo", Path("runs/demo/evaluate/report.json")),)
+    reports: tuple[ReportEntry, ...]
 
 
 HEADER = ["report", "model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{lvl} acc" for lvl in LEVELS],

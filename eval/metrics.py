@@ -152,16 +152,5 @@ def calibration(probs: np.ndarray, gold_idx: Sequence[int], n_bins: int = 10) ->
     return {"n": n, "ece": float(ece), "brier": brier, "bins": bins}
 
 
-def softmax(logp: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax of log-scores ``(..., k)``."""
-    return np.exp(logp - _logsumexp(logp, axis))
-
-
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    from scipy.special import logsumexp
-
-    return logsumexp(x, axis=axis, keepdims=True)
-
-
 __all__ = ["INVALID", "bootstrap_mean_ci", "calibration", "classification_summary", "mcnemar_exact",
-           "paired_bootstrap_delta", "softmax"]
+           "paired_bootstrap_delta"]

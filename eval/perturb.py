@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS
+from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS
 
 # ------------------------------------------------------------------------------------ distractors
 #: Plausible but irrelevant sentences (nothing in them bears on the target's intent).
@@ -248,7 +248,7 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
     """Spans that typos must not touch: label names/aliases (both languages), level names, answer keywords."""
     import re
 
-    from eval.parsing import find_label_mentions
+    from pipeline.core.answer import find_label_mentions
 
     spans = [(s, e) for s, e, _, _ in find_label_mentions(text)]
     words = {w for lang in LEVEL_DISPLAY for w in LEVEL_DISPLAY[lang].values()} | {"answer", "答案", "options", "选项"}

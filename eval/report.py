@@ -19,13 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.taxonomy import LABELS, LEVELS
 from eval.metrics import calibration, classification_summary, mcnemar_exact, paired_bootstrap_delta
 from eval.robustness import (
-    CLEAN, accuracy_with_ci, flip_by_class, is_correct, is_invalid, robustness_aggregates,
-    robustness_table, split_groups, std_ratios,
+    CLEAN,
+    accuracy_with_ci,
+    flip_by_class,
+    is_correct,
+    is_invalid,
+    robustness_aggregates,
+    robustness_table,
+    split_groups,
+    std_ratios,
 )
-from pipeline.io import write_json, write_text
+from pipeline.core.io import write_json, write_text
+from pipeline.core.taxonomy import LABELS, LEVELS
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.taxonomy import LEVELS
 from eval.metrics import bootstrap_mean_ci, mcnemar_exact, paired_bootstrap_delta
+from pipeline.core.taxonomy import LEVELS
 
 CLEAN = "clean"
 

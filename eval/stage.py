@@ -2,7 +2,7 @@
 
 ``python -m pipeline evaluate --config eval/configs/demo.yaml``
 
-For every model (``models``: tag, spec, prefix_dir), variant (``plain``/``cot`` prompts-stage
+For every model (``models``: tag, spec, checkpoint under ``train_dir``), variant (``plain``/``cot`` prompts-stage
 output) and mode (``score``: label scoring, ``generate``: greedy generation + parsing) the stage
 answers the clean split and, on a deterministic subset (``perturbed_fraction`` of it, chosen by a
 hash of the sample id), every configured perturbation x severity x seed (re-rendered from the
@@ -28,13 +28,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from data_prep.taxonomy import LABELS, LEVELS
 from eval import perturb
 from eval.report import build_report, write_reports
 from eval.robustness import CLEAN
-from pipeline.config import config_to_dict
-from pipeline.io import DataError, index_jsonl_by_id, read_jsonl, sha256_file, write_jsonl
-from pipeline.stage import Stage, StageResult, expand_files
+from pipeline.core.config import config_to_dict
+from pipeline.core.io import DataError, index_jsonl_by_id, sha256_file, write_jsonl
+from pipeline.core.stage import Stage, StageResult, expand_files
+from pipeline.core.taxonomy import LABELS, LEVELS
+from prompts_cot.rows import read_prompt_rows
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class ModelEntry:
     tag: str
     # model spec: smollm2 | tiny:<name> | local HF (or ChatGLM2/3) folder
     spec: str
-    # train checkpoint folder (prefix.safetensors + prefix_config.json); null = the base model
-    prefix_dir: Path | None = None
+    # checkpoint folder under the config's train_dir (best | final | checkpoints/step-N); null = the base model
+    checkpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,18 +75,19 @@ class EvalConfig:
     """Config of the ``evaluate`` stage."""
 
     # where predictions.jsonl, report.{json,md,html} and manifest.json go
-    out_dir: Path = Path("runs/demo/evaluate")
-    # data_prep output folder with <split>.jsonl records (perturbations re-render from them)
-    records_dir: Path = Path("runs/demo/data_prep")
+    out_dir: Path
+    # records folder (data_prep or label.merge output) with <split>.jsonl records (perturbations re-render from them)
+    data_dir: Path
     # prompts-stage output folder with <variant>/<split>.jsonl
-    prompts_dir: Path = Path("runs/demo/prompts")
+    prompts_dir: Path
+    # train-stage output folder holding the models' checkpoints; null = base models only
+    train_dir: Path | None = None
     # prompt variants to evaluate (sub-folders of prompts_dir), e.g. plain, cot
     variants: tuple[str, ...] = ("plain", "cot")
     # split to evaluate
     split: str = "test"
-    # models to compare; each has tag, spec, prefix_dir (null = base model)
-    models: tuple[ModelEntry, ...] = (ModelEntry("base", "smollm2"),
-                                      ModelEntry("tuned", "smollm2", Path("runs/demo/train/best")))
+    # models to compare; each has tag, spec, checkpoint (a folder under train_dir; null = base model)
+    models: tuple[ModelEntry, ...] = (ModelEntry("base", "smollm2"),)
     # model tag the others are compared with (paired deltas, robustness std ratio)
     baseline_tag: str = "base"
     # score = label scoring over each level's candidates; generate = greedy generation + answer parsing
@@ -137,11 +139,14 @@ def check_config(cfg: EvalConfig) -> None:
             raise ValueError(f"perturbation {p.name}: severities {bad} not in {sorted(spec.levels)}")
     if not cfg.seeds:
         raise ValueError("seeds must not be empty")
+    needs_train = [m.tag for m in cfg.models if m.checkpoint is not None]
+    if needs_train and cfg.train_dir is None:
+        raise ValueError(f"models {needs_train} name a checkpoint but train_dir is not set")
 
 
 def records_path(cfg: EvalConfig) -> Path:
     """The records file of the evaluated split."""
-    return Path(cfg.records_dir) / f"{cfg.split}.jsonl"
+    return Path(cfg.data_dir) / f"{cfg.split}.jsonl"
 
 
 def prompts_path(cfg: EvalConfig, variant: str) -> Path:
@@ -149,10 +154,17 @@ def prompts_path(cfg: EvalConfig, variant: str) -> Path:
     return Path(cfg.prompts_dir) / variant / f"{cfg.split}.jsonl"
 
 
+def prefix_dir(cfg: EvalConfig, entry: ModelEntry) -> Path | None:
+    """The checkpoint folder ``<train_dir>/<checkpoint>`` of a model, or None for a base model."""
+    if entry.checkpoint is None or cfg.train_dir is None:
+        return None
+    return Path(cfg.train_dir) / entry.checkpoint
+
+
 def evaluate_inputs(cfg: EvalConfig) -> list[Path]:
     """Records, prompt files and checkpoint folders."""
     paths = [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]
-    paths += [Path(m.prefix_dir) for m in cfg.models if m.prefix_dir is not None]
+    paths += [p for p in (prefix_dir(cfg, m) for m in cfg.models) if p is not None]
     return paths
 
 
@@ -192,21 +204,6 @@ def parse_gold(row: dict[str, Any], path: Path, lineno: int) -> dict[str, str | 
     return gold
 
 
-def read_prompt_rows(path: Path, limit: int | None) -> list[tuple[int, dict[str, Any]]]:
-    """(line, row) of a prompts file (first ``limit``), checking the fields evaluation needs."""
-    rows = []
-    for lineno, row in read_jsonl(path):
-        for field in ("sample_id", "prompt"):
-            if not isinstance(row.get(field), str) or not row[field]:
-                raise DataError(path, lineno, field, "missing or not a non-empty string")
-        if row.get("lang", "en") not in ("en", "zh"):
-            raise DataError(path, lineno, "lang", f"{row.get('lang')!r} is not en|zh")
-        rows.append((lineno, row))
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
-
-
 def perturbed_subset(sample_ids: list[str], fraction: float) -> set[str]:
     """ceil(fraction * n) ids, the same whatever the variant: lowest sha256(sample_id) first."""
     k = math.ceil(fraction * len(sample_ids))
@@ -217,7 +214,7 @@ def perturbed_subset(sample_ids: list[str], fraction: float) -> set[str]:
 def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, Any]]) -> list[Example]:
     """Clean examples of one variant plus the perturbed ones of its subset."""
     path = prompts_path(cfg, variant)
-    rows = read_prompt_rows(path, cfg.limit)
+    rows = read_prompt_rows(path, limit=cfg.limit)
     examples: list[Example] = []
     for lineno, row in rows:
         examples.append(Example(row["sample_id"], variant, CLEAN, 0, 0, row["prompt"], row.get("lang", "en"),
@@ -244,11 +241,11 @@ def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, A
 
 
 # -------------------------------------------------------------------------------------- resume cache
-def model_fingerprint(entry: ModelEntry) -> str:
+def model_fingerprint(entry: ModelEntry, prefix: Path | None) -> str:
     """Short hash of the model spec and the checkpoint files (a retrained prefix invalidates the cache)."""
     h = hashlib.sha256(entry.spec.encode())
-    if entry.prefix_dir is not None:
-        for f in expand_files([Path(entry.prefix_dir)]):
+    if prefix is not None:
+        for f in expand_files([prefix]):
             h.update(f.name.encode())
             h.update(sha256_file(f).encode())
     return h.hexdigest()[:16]
@@ -315,9 +312,10 @@ def prediction_row(ex: Example, tag: str, mode: str, answer: dict[str, Any], spl
 def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list[Example]],
                     cache: PartialCache) -> dict[str, Any]:
     """Answer every not-yet-cached example with one model (loaded only if something is pending)."""
-    from eval.scoring import answer_rows
+    from pipeline.models.scoring import answer_rows
 
-    fp = model_fingerprint(entry)
+    prefix = prefix_dir(cfg, entry)
+    fp = model_fingerprint(entry, prefix)
     pending: dict[tuple[str, str], list[tuple[str, Example]]] = defaultdict(list)
     for variant, exs in examples.items():
         budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
@@ -331,9 +329,9 @@ def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list
     if total == 0:
         log.info("model %s: every row already answered (resume cache)", entry.tag)
         return timings
-    from pipeline.modeling import load_model
+    from pipeline.models.lm import load_model
 
-    lm, tokenizer = load_model(entry.spec, prefix_dir=entry.prefix_dir, dtype=cfg.dtype, device=cfg.device)
+    lm, tokenizer = load_model(entry.spec, prefix_dir=prefix, dtype=cfg.dtype, device=cfg.device)
     bar = tqdm(total=total, desc=f"evaluate {entry.tag}")
     for (variant, mode), items in pending.items():
         budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
@@ -356,7 +354,7 @@ def collect_rows(cfg: EvalConfig, examples: dict[str, list[Example]], cache: Par
     """The cached rows of exactly this config's keys, in (model, variant, mode, example) order."""
     rows = []
     for entry in cfg.models:
-        fp = model_fingerprint(entry)
+        fp = model_fingerprint(entry, prefix_dir(cfg, entry))
         for variant, exs in examples.items():
             budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
             for mode in cfg.modes:
@@ -368,14 +366,15 @@ def input_manifest(cfg: EvalConfig, examples: dict[str, list[Example]]) -> dict[
     """Models, checkpoint/data/template hashes, seeds and perturbation specs for the report."""
     models = []
     for m in cfg.models:
-        files = expand_files([Path(m.prefix_dir)]) if m.prefix_dir is not None else []
-        models.append({"tag": m.tag, "spec": m.spec, "prefix_dir": str(m.prefix_dir) if m.prefix_dir else None,
-                       "fingerprint": model_fingerprint(m),
+        prefix = prefix_dir(cfg, m)
+        files = expand_files([prefix]) if prefix is not None else []
+        models.append({"tag": m.tag, "spec": m.spec, "prefix_dir": str(prefix) if prefix else None,
+                       "fingerprint": model_fingerprint(m, prefix),
                        "checkpoint_sha256": {f.name: sha256_file(f) for f in files}})
     data = {str(p): sha256_file(p) for p in [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]}
     templates: dict[str, list[str]] = {}
     for v in cfg.variants:
-        hashes = {row.get("template_hash") for _, row in read_prompt_rows(prompts_path(cfg, v), cfg.limit)}
+        hashes = {row.get("template_hash") for _, row in read_prompt_rows(prompts_path(cfg, v), limit=cfg.limit)}
         templates[v] = sorted(h for h in hashes if h)
     counts = {v: {"clean": sum(e.perturbation == CLEAN for e in exs),
                   "perturbed": sum(e.perturbation != CLEAN for e in exs)} for v, exs in examples.items()}
@@ -427,4 +426,5 @@ STAGE = Stage(
     run=run_evaluate,
     default_config="eval/configs/demo.yaml",
     help="accuracy and robustness of base vs tuned models, plain vs CoT prompts",
+    check=check_config,
 )

@@ -1,54 +1,46 @@
-"""Command line: ``python -m pipeline <stage> [sub] [--config FILE] [--force] [key=value ...]``.
+"""Command line.
 
-Stages are looked up lazily in :data:`STAGES` so that ``python -m pipeline data_prep``
-does not import torch. A stage group such as ``label`` takes a sub-command:
-``python -m pipeline label select --config ...`` runs stage ``label.select``.
+    python -m pipeline <stage> [sub] [--config FILE] [--force] [key=value ...]     one stage
+    python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [step.key=value ...]
+
+Stages are looked up lazily by name in :data:`pipeline.core.registry.STAGES`, so that
+``python -m pipeline data_prep`` does not import torch. A stage group such as ``label`` takes a
+sub-command: ``python -m pipeline label select --config ...`` runs stage ``label.select``.
+``run`` runs a profile (``pipeline/profiles/<name>.yaml``, see :mod:`pipeline.core.profile`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, load_config
-from pipeline.io import DataError
-from pipeline.stage import Stage, run_stage
-
-#: stage name -> "module:attribute" of its :class:`~pipeline.stage.Stage`.
-STAGES: dict[str, str] = {
-    "data_prep": "data_prep.stage:STAGE",
-    "prompts": "prompts_cot.stage:STAGE",
-    "train": "pipeline.train:STAGE",
-    "predict": "pipeline.predict:STAGE",
-    "evaluate": "eval.stage:STAGE",
-    "compare": "eval.compare:STAGE",
-    "label.select": "pipeline.label.select:STAGE",
-    "label.export": "pipeline.label.export:STAGE",
-    "label.import": "pipeline.label.importer:STAGE",
-    "label.review": "pipeline.label.review:STAGE",
-    "label.merge": "pipeline.label.merge:STAGE",
-    "label.agreement": "pipeline.label.agreement:STAGE",
-}
+from pipeline.core.config import ConfigError, load_config
+from pipeline.core.io import DataError
+from pipeline.core.profile import load_profile, run_profile, step_command
+from pipeline.core.registry import STAGES, UnknownStage
+from pipeline.core.registry import resolve_stage as _resolve_stage
+from pipeline.core.stage import Stage, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def resolve_stage(name: str) -> Stage:
-    """Import and return the stage registered under ``name``."""
-    if name not in STAGES:
-        raise SystemExit(f"unknown stage {name!r}; choose from: {', '.join(STAGES)}")
-    module, attr = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    """Import and return the stage registered under ``name`` (exit with the known names otherwise)."""
+    try:
+        return _resolve_stage(name)
+    except UnknownStage as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def split_stage_name(argv: list[str]) -> tuple[str, list[str]]:
     """Join a group and its sub-command (``label select`` -> ``label.select``)."""
     if not argv:
         raise SystemExit("usage: python -m pipeline <stage> [sub] [--config FILE] [--force] [key=value ...]\n"
+                         "       python -m pipeline run <profile> [--steps a,b] [--dry-run] [step.key=value ...]\n"
                          f"stages: {', '.join(STAGES)}")
     name, rest = argv[0], argv[1:]
     groups = {s.split(".")[0] for s in STAGES if "." in s}
@@ -60,6 +52,36 @@ def split_stage_name(argv: list[str]) -> tuple[str, list[str]]:
     return name, rest
 
 
+def main_run(argv: list[str]) -> int:
+    """``python -m pipeline run <profile> ...``: run a profile's stages in order."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline run")
+    parser.add_argument("profile", help="profile name (pipeline/profiles/<name>.yaml) or a profile YAML path")
+    parser.add_argument("--steps", help="comma-separated step names to run (default: all, in profile order)")
+    parser.add_argument("--run-root", help="replace the profile's run_root")
+    parser.add_argument("--dry-run", action="store_true", help="print the equivalent stage commands and exit")
+    parser.add_argument("--force", action="store_true", help="re-run steps even if up to date")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("overrides", nargs="*", help="step.key=value overrides, e.g. train.optim.max_steps=12")
+    args = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    steps = args.steps.split(",") if args.steps else None
+    try:
+        profile = load_profile(args.profile, args.run_root)
+        if args.dry_run:
+            for step in profile.steps:
+                if not steps or step.name in steps:
+                    print(step_command(profile, step, args.overrides))
+            return 0
+        manifests = run_profile(profile, steps, args.overrides, force=args.force)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = [{"stage": m["stage"], "stats": m.get("stats", {})} for m in manifests]
+    print(json.dumps({"profile": args.profile, "run_root": str(profile.run_root), "steps": summary},
+                     ensure_ascii=False, default=str)[:4000])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns a process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -67,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print("stages:", ", ".join(STAGES))
         return 0
+    if argv and argv[0] == "run":
+        return main_run(argv[1:])
     name, rest = split_stage_name(argv)
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name.replace('.', ' ')}")
     parser.add_argument("--config", help="stage YAML (default: the stage's shipped default)")
@@ -74,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(rest)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     stage = resolve_stage(name)
     config_path = args.config or (str(ROOT / stage.default_config) if stage.default_config else None)
     try:

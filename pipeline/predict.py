@@ -1,13 +1,10 @@
-"""Greedy generation and candidate scoring with a :class:`~pipeline.modeling.PrefixLM`, and the ``predict`` stage.
+"""Stage ``predict``: greedy replies of a (prefix-tuned) model to prompts-stage rows.
 
-* :func:`generate` -- batched greedy decoding over the KV cache: prompts left-padded, the prefix
-  computed once per batch and shared by its rows, each row stops at its own EOS.
-* :func:`score_candidates` -- summed log-probability of every candidate continuation after each
-  chat-formatted prompt; the prompt (with the prefix) is encoded once and its KV cache reused for
-  all ``k`` candidates.
-* stage ``predict`` (``python -m pipeline predict --config pipeline/configs/predict_demo.yaml``):
-  reads prompts-stage rows and writes ``predictions.jsonl`` (sample_id, split, variant, prompt,
-  output, latency_s). The evaluation stage adds parsed answers.
+    python -m pipeline predict --config pipeline/configs/predict_demo.yaml [key=value ...]
+
+Reads ``<prompts_dir>/<variant>/<split>.jsonl`` (and the checkpoint ``<train_dir>/<checkpoint>``
+when ``train_dir`` is set) and writes ``predictions.jsonl`` (sample_id, split, variant, model_tag,
+prompt, output, latency_s) under ``out_dir``. The evaluation stage adds parsed answers.
 """
 
 from __future__ import annotations
@@ -15,238 +12,37 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from pipeline.io import DataError, read_jsonl, write_jsonl
-from pipeline.modeling import PrefixLM, build_chat_prompt, encode_chat_prompt, load_model, positions_from_mask
-from pipeline.prefix import read_prefix_config
-from pipeline.stage import Stage, StageResult
+from pipeline.core.io import write_jsonl
+from pipeline.core.stage import Stage, StageResult
+from pipeline.methods.ptuning_v2 import read_prefix_config
+from pipeline.models.generation import generate_timed
+from pipeline.models.lm import build_chat_prompt, load_model
+from prompts_cot.rows import read_prompt_rows
 
 log = logging.getLogger(__name__)
 
 
-# -------------------------------------------------------------------------------------------- helpers
-def eos_token_ids(lm: PrefixLM, tokenizer: Any) -> list[int]:
-    """Every id that ends a reply: the tokenizer's EOS plus the model's generation-config EOS ids."""
-    ids: set[int] = set()
-    for source in (tokenizer.eos_token_id, getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)):
-        if source is None:
-            continue
-        ids.update([source] if isinstance(source, int) else list(source))
-    if not ids:
-        raise ValueError("tokenizer and model define no EOS token; cannot stop generation")
-    return sorted(ids)
-
-
-def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists to ``(B, T)`` ids and mask (1 = real)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists to ``(B, T)`` ids and mask (1 = real)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first) so little padding is computed."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("tokenizer has neither a pad nor an EOS token")
-    return int(pad)
-
-
-# ------------------------------------------------------------------------------------------- generate
-@torch.no_grad()
-def generate_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int
-) -> list[list[int]]:
-    """Greedy-decode one batch of token-id prompts; returns the new ids per row, EOS excluded.
-
-    Shapes: prompts left-padded to ``(B, T)``; the cache holds ``(B, kv_heads, P+T+t, head_dim)``
-    per layer at step ``t``; only the last position's logits ``(B, vocab)`` are computed.
-    """
-    device = lm.device
-    ids, mask = pad_left(prompt_ids, pad_id, device)
-    b = ids.shape[0]
-    cache = lm.new_cache(b, read_only=False)  # the prefix, computed once for the whole batch
-    positions = positions_from_mask(mask, lm.position_offset)
-    full_mask = lm.extend_mask(mask)
-    eos = torch.tensor(list(eos_ids), device=device)
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    out_tokens: list[torch.Tensor] = []
-    out = lm.call_base(ids, full_mask, positions, cache, use_cache=True, logits_to_keep=1)
-    next_pos = positions[:, -1:] + 1
-    for step in range(max_new_tokens):
-        nxt = out.logits[:, -1].argmax(-1)
-        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
-        out_tokens.append(nxt)
-        finished |= torch.isin(nxt, eos)
-        if bool(finished.all()) or step == max_new_tokens - 1:
-            break
-        full_mask = torch.cat([full_mask, full_mask.new_ones(b, 1)], dim=1)
-        out = lm.call_base(nxt[:, None], full_mask, next_pos, cache, use_cache=True, logits_to_keep=1)
-        next_pos = next_pos + 1
-    if not out_tokens:
-        return [[] for _ in range(b)]
-    rows = torch.stack(out_tokens, dim=1).tolist()
-    eos_set = set(int(e) for e in eos_ids)
-    result = []
-    for row in rows:
-        cut = next((i for i, t in enumerate(row) if t in eos_set), len(row))
-        result.append(row[:cut])
-    return result
-
-
-def generate(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> list[str]:
-    """Greedy replies to raw ``prompts`` (the chat format is applied here via ``build_chat_prompt``)."""
-    return [text for text, _ in generate_timed(lm, tokenizer, prompts, max_new_tokens, batch_size, progress)]
-
-
-def generate_timed(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> list[tuple[str, float]]:
-    """Like :func:`generate` but also returns each row's latency (its batch's wall time / batch rows)."""
-    if not prompts:
-        return []
-    was_training = lm.training
-    lm.eval()
-    encoded = [encode_chat_prompt(tokenizer, p) for p in prompts]
-    eos_ids, pad_id = eos_token_ids(lm, tokenizer), _pad_id(tokenizer)
-    results: list[tuple[str, float] | None] = [None] * len(prompts)
-    batches = length_sorted_batches([len(e) for e in encoded], batch_size)
-    try:
-        for batch in tqdm(batches, desc="generate", disable=not progress):
-            t0 = time.perf_counter()
-            new_ids = generate_ids(lm, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id)
-            latency = (time.perf_counter() - t0) / len(batch)
-            for i, ids in zip(batch, new_ids):
-                results[i] = (tokenizer.decode(ids, skip_special_tokens=True), latency)
-    finally:
-        lm.train(was_training)
-    return results  # type: ignore[return-value]
-
-
-# -------------------------------------------------------------------------------------------- scoring
-@torch.no_grad()
-def score_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], cand_ids: Sequence[Sequence[int]], pad_id: int
-) -> torch.Tensor:
-    """Summed log-probs ``(b, k)`` of each candidate-id list after each prompt-id list.
-
-    The prompt batch ``(b, T)`` runs once (with the prefix); its cache is repeated ``k`` times
-    and the candidates run as one ``(b*k, Tc)`` right-padded batch on top of it.
-    """
-    device = lm.device
-    b, k = len(prompt_ids), len(cand_ids)
-    ids, mask = pad_left(prompt_ids, pad_id, device)
-    cache = lm.new_cache(b, read_only=False)
-    positions = positions_from_mask(mask, lm.position_offset)
-    full_mask = lm.extend_mask(mask)
-    out = lm.call_base(ids, full_mask, positions, cache, use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (b, V): the first candidate token
-    cand, cmask = pad_right(cand_ids, pad_id, device)  # (k, Tc)
-    tc = cand.shape[1]
-    lp_first = first.gather(1, cand[:, 0].unsqueeze(0).expand(b, -1))  # (b, k)
-    total = lp_first
-    if tc > 1:
-        cache.batch_repeat_interleave(k)  # (b*k, H, P+T, D): row r*k+j = prompt r, candidate j
-        rows_mask = torch.cat([full_mask.repeat_interleave(k, 0), cmask.repeat(b, 1)], dim=1)
-        start = positions[:, -1:].repeat_interleave(k, 0) + 1
-        cpos = start + torch.arange(tc, device=device).unsqueeze(0)
-        out = lm.call_base(cand.repeat(b, 1), rows_mask, cpos, cache, use_cache=True)
-        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)  # (b*k, Tc-1, V) predicts tokens 1..Tc-1
-        targets = cand[:, 1:].repeat(b, 1)
-        tok_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(b, 1)
-        total = total + tok_lp.sum(-1).view(b, k)
-    return total
-
-
-def score_candidates(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    candidates: list[str],
-    batch_size: int = 8,
-    progress: bool = False,
-) -> np.ndarray:
-    """Summed log-probability ``(n, k)`` of each candidate continuation after each chat-formatted prompt.
-
-    A candidate is tokenized on its own (``add_special_tokens=False``) and appended after the
-    generation prompt, i.e. it is scored as the beginning of the assistant reply.
-    """
-    if not candidates:
-        raise ValueError("score_candidates needs at least one candidate")
-    cand_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
-    for c, ids in zip(candidates, cand_ids):
-        if not ids:
-            raise ValueError(f"candidate {c!r} tokenizes to nothing")
-    scores = np.zeros((len(prompts), len(candidates)), dtype=np.float64)
-    if not prompts:
-        return scores
-    was_training = lm.training
-    lm.eval()
-    encoded = [encode_chat_prompt(tokenizer, p) for p in prompts]
-    pad_id = _pad_id(tokenizer)
-    try:
-        for batch in tqdm(length_sorted_batches([len(e) for e in encoded], batch_size), desc="score",
-                          disable=not progress):
-            lp = score_ids(lm, [encoded[i] for i in batch], cand_ids, pad_id)
-            scores[batch] = lp.double().cpu().numpy()
-    finally:
-        lm.train(was_training)
-    return scores
-
-
-# ---------------------------------------------------------------------------------------------- stage
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
     """Config of the ``predict`` stage."""
 
     # where predictions.jsonl (and manifest.json) go
-    out_dir: Path = Path("runs/demo/predict")
-    # prompts-stage JSONL to answer (rows need sample_id and prompt)
-    input: Path = Path("runs/demo/prompts/plain/test.jsonl")
+    out_dir: Path
+    # prompts stage output folder; rows are read from <prompts_dir>/<variant>/<split>.jsonl (need sample_id, prompt)
+    prompts_dir: Path
+    # prompt variant (sub-folder of prompts_dir) and split to answer
+    variant: str = "plain"
+    split: str = "test"
+    # train stage output folder holding the checkpoint; null = the base model (no prefix)
+    train_dir: Path | None = None
+    # checkpoint folder under train_dir: best | final | checkpoints/step-N
+    checkpoint: str = "best"
     # model spec: smollm2 | tiny:<name> | local HF (or ChatGLM2/3) folder
     model: str = "smollm2"
-    # train checkpoint folder with prefix.safetensors/prefix_static.safetensors + prefix_config.json; null = base model
-    prefix_dir: Path | None = None
     # rows per generation batch (left-padded, grouped by length)
     batch_size: int = 8
     # greedy decoding budget per reply (the reference study used 128)
@@ -261,22 +57,20 @@ class PredictConfig:
     num_threads: int = 0
 
 
+def prompts_file(cfg: PredictConfig) -> Path:
+    """``<prompts_dir>/<variant>/<split>.jsonl``."""
+    return Path(cfg.prompts_dir) / cfg.variant / f"{cfg.split}.jsonl"
+
+
+def prefix_dir(cfg: PredictConfig) -> Path | None:
+    """The checkpoint folder ``<train_dir>/<checkpoint>``, or None for the base model."""
+    return None if cfg.train_dir is None else Path(cfg.train_dir) / cfg.checkpoint
+
+
 def predict_inputs(cfg: PredictConfig) -> list[Path]:
-    """The prompts file, plus the prefix checkpoint folder when given."""
-    return [cfg.input] + ([cfg.prefix_dir] if cfg.prefix_dir is not None else [])
-
-
-def read_prompt_rows(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    """Prompts-stage rows with a string ``sample_id`` and ``prompt`` (DataError otherwise)."""
-    rows = []
-    for lineno, row in read_jsonl(path):
-        for field in ("sample_id", "prompt"):
-            if not isinstance(row.get(field), str) or not row[field]:
-                raise DataError(path, lineno, field, "missing or not a non-empty string")
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
+    """The prompts file, plus the checkpoint folder when given."""
+    ckpt = prefix_dir(cfg)
+    return [prompts_file(cfg)] + ([ckpt] if ckpt is not None else [])
 
 
 def run_predict(cfg: PredictConfig) -> StageResult:
@@ -285,19 +79,20 @@ def run_predict(cfg: PredictConfig) -> StageResult:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    rows = read_prompt_rows(cfg.input, cfg.limit)
-    if cfg.prefix_dir is not None:
-        trained_on = read_prefix_config(cfg.prefix_dir).get("model_spec")
+    rows = [row for _, row in read_prompt_rows(prompts_file(cfg), limit=cfg.limit)]
+    ckpt = prefix_dir(cfg)
+    if ckpt is not None:
+        trained_on = read_prefix_config(ckpt).get("model_spec")
         if trained_on is not None and trained_on != cfg.model:
-            log.warning("prefix in %s was trained on model %r, predicting with %r", cfg.prefix_dir, trained_on, cfg.model)
-    lm, tokenizer = load_model(cfg.model, prefix_dir=cfg.prefix_dir, dtype=cfg.dtype, device=cfg.device)
+            log.warning("prefix in %s was trained on model %r, predicting with %r", ckpt, trained_on, cfg.model)
+    lm, tokenizer = load_model(cfg.model, prefix_dir=ckpt, dtype=cfg.dtype, device=cfg.device)
     t0 = time.perf_counter()
     replies = generate_timed(lm, tokenizer, [r["prompt"] for r in rows], cfg.max_new_tokens, cfg.batch_size,
                              progress=True)
     elapsed = time.perf_counter() - t0
     out_rows = [
         {"sample_id": r["sample_id"], "split": r.get("split"), "variant": r.get("variant"),
-         "model_tag": "tuned" if cfg.prefix_dir is not None else "base",
+         "model_tag": "tuned" if ckpt is not None else "base",
          "prompt": r["prompt"], "output": text, "latency_s": round(latency, 4)}
         for r, (text, latency) in zip(rows, replies)
     ]
@@ -319,3 +114,5 @@ STAGE = Stage(
     default_config="pipeline/configs/predict_demo.yaml",
     help="greedy replies of a (prefix-tuned) model to prompts-stage rows",
 )
+
+__all__ = ["STAGE", "PredictConfig", "run_predict"]

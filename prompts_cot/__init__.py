@@ -3,5 +3,5 @@
 ``prompts_cot.render``: RenderOptions, render_prompt, render_response, format_answer (docs/CONTRACT.md).
 ``prompts_cot.templates``: all wording as data, and template hashes.
 ``prompts_cot.stage``: STAGE ``prompts`` (records -> <variant>/<split>.jsonl within token budgets).
-``prompts_cot.fixtures``: hand-made records per motion class for tests.
+``record_fixtures``: hand-made records per motion class for tests.
 """

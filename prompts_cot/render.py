@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from data_prep.labelling import DEFAULT_THRESHOLDS, Thresholds
-from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
+from pipeline.core.answer import format_answer, is_answer_line
+from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
 from prompts_cot.templates import N_INSTRUCTION_VARIANTS, TEMPLATES
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "assemble_prompt",
     "check_options",
     "human_rationale",
-    "format_answer",
     "format_number",
     "known_information",
     "motion_trend",
@@ -383,16 +382,6 @@ def render_prompt(record: dict[str, Any], opts: RenderOptions) -> str:
 # --------------------------------------------------------------------------- response
 
 
-def format_answer(labels: dict[str, str], lang: str) -> str:
-    """The fixed, parseable answer line, e.g. ``Answer: motion=flyby; operation=none; task=unclear``."""
-    t = TEMPLATES[lang]
-    pairs = t["answer_sep"].join(
-        t["answer_pair"].format(level=LEVEL_DISPLAY[lang][level], label=display(labels[level], lang))
-        for level in LEVELS
-    )
-    return t["answer"].format(pairs=pairs)
-
-
 _NEGATE = {"<=": ">", ">": "<=", ">=": "<", "<": ">="}
 _HOLDS = {"<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b}
 
@@ -538,12 +527,9 @@ def rationale_steps(record: dict[str, Any], opts: RenderOptions) -> list[str]:
     return steps
 
 
-_ANSWER_LINE = re.compile(r"^\s*(answer|答案)\s*[:：]", re.IGNORECASE)
-
-
 def human_rationale(text: str) -> list[str]:
     """A reviewer's rationale as lines, minus any answer line they wrote (ours is appended)."""
-    return [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip() and not _ANSWER_LINE.match(ln)]
+    return [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip() and not is_answer_line(ln)]
 
 
 def render_response(record: dict[str, Any], opts: RenderOptions, cot: bool) -> str:

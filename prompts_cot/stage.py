@@ -1,6 +1,6 @@
 """Stage ``prompts``: records -> (prompt, response) rows per variant, within token budgets.
 
-Reads ``<input_dir>/{train,dev,test}.jsonl`` (data_prep or label.merge output), renders every
+Reads ``<data_dir>/{train,dev,test}.jsonl`` (data_prep or label.merge output), renders every
 record with :mod:`prompts_cot.render` for each configured variant and writes
 ``<out_dir>/<variant>/<split>.jsonl`` (rows as in docs/CONTRACT.md), optionally the ChatGLM
 ptuning format ``<out_dir>/<variant>/chatglm/<split>.json`` (``{"content", "summary"}`` lines)
@@ -8,7 +8,7 @@ and ``<out_dir>/token_lengths.json`` (min/mean/p50/p95/max of source and target 
 variant and split).
 
 Token budgets: source = raw prompt tokens + ``chat_overhead_tokens`` (the chat format is applied
-later, by ``pipeline.modeling.build_chat_prompt``); target = response tokens + 1 (the EOS the
+later, by ``pipeline.models.lm.build_chat_prompt``); target = response tokens + 1 (the EOS the
 trainer appends). Over-budget rows are an error (naming sample, split, variant and budget),
 dropped, or truncated by re-rendering (fewer observation points, then a shortened known-information
 block; for targets, the leading rationale steps are dropped, never the answer line).
@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.taxonomy import LABELS, LEVELS
-from pipeline.config import ConfigError
-from pipeline.io import DataError, read_jsonl, write_json, write_jsonl
-from pipeline.stage import Stage, StageResult
+from pipeline.core.config import ConfigError
+from pipeline.core.io import DataError, read_jsonl, write_json, write_jsonl
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LABELS, LEVELS
 from prompts_cot.render import (
     RenderOptions,
     assemble_prompt,
@@ -85,10 +85,10 @@ class PromptsConfig:
     """Config of the ``prompts`` stage."""
 
     # where <variant>/<split>.jsonl, token_lengths.json and manifest.json go
-    out_dir: Path = Path("runs/demo/prompts")
+    out_dir: Path
     # records folder (data_prep or label.merge output) with <split>.jsonl
-    input_dir: Path = Path("runs/demo/data_prep")
-    # splits to render (each <input_dir>/<split>.jsonl must exist)
+    data_dir: Path
+    # splits to render (each <data_dir>/<split>.jsonl must exist)
     splits: tuple[str, ...] = ("train", "dev", "test")
     # the variants to write; default plain (instruction, answer only) and cot (CoT prompt, rationale + answer)
     variants: tuple[VariantConfig, ...] = DEFAULT_VARIANTS
@@ -173,17 +173,6 @@ def variant_options(variant: VariantConfig, lang: str) -> RenderOptions:
 
 
 # --------------------------------------------------------------------------- tokens
-
-
-def load_tokenizer(spec: str) -> Any:
-    """The budget tokenizer: ``smollm2`` (cached), ``tiny:<name>`` or a local folder."""
-    from pipeline.model_store import load_smollm2_tokenizer, resolve_model_dir
-
-    if spec == "smollm2":
-        return load_smollm2_tokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_model_dir(spec))
 
 
 class TokenCounter:
@@ -387,19 +376,21 @@ def check_config(cfg: PromptsConfig) -> None:
 
 def inputs(cfg: PromptsConfig) -> list[Path]:
     """The split files read."""
-    return [Path(cfg.input_dir) / f"{split}.jsonl" for split in cfg.splits]
+    return [Path(cfg.data_dir) / f"{split}.jsonl" for split in cfg.splits]
 
 
 def run(cfg: PromptsConfig) -> StageResult:
     """Render every split for every variant; write rows, optional ChatGLM export and token lengths."""
+    from pipeline.models.tokenizer import load_spec_tokenizer  # lazy: transformers only when rendering
+
     check_config(cfg)
     t0 = time.perf_counter()
-    counter = TokenCounter(load_tokenizer(cfg.tokenizer))
+    counter = TokenCounter(load_spec_tokenizer(cfg.tokenizer))
     out_dir = Path(cfg.out_dir)
     records = {}
     skipped = {}
     for split in cfg.splits:
-        path = Path(cfg.input_dir) / f"{split}.jsonl"
+        path = Path(cfg.data_dir) / f"{split}.jsonl"
         records[split], skipped[split] = read_records(path, cfg.limit)
     outputs: list[Path] = []
     lengths: dict[str, dict[str, Any]] = {}
@@ -409,7 +400,7 @@ def run(cfg: PromptsConfig) -> StageResult:
     for variant in cfg.variants:
         lengths[variant.name] = {}
         for split in cfg.splits:
-            path = Path(cfg.input_dir) / f"{split}.jsonl"
+            path = Path(cfg.data_dir) / f"{split}.jsonl"
             rendered = [
                 render_one(
                     line,
@@ -474,4 +465,5 @@ STAGE = Stage(
     run=run,
     default_config="prompts_cot/configs/demo.yaml",
     help="render records into basic/instruction/CoT prompt rows per variant within token budgets",
+    check=check_config,
 )

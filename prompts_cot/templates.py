@@ -21,6 +21,8 @@ import hashlib
 import json
 from typing import Any
 
+from pipeline.core.answer import ANSWER_FORMAT
+
 # Each paraphrase list has the same length within a language so that one
 # ``instruction_variant`` index selects a consistent wording for every prompt type.
 TEMPLATES: dict[str, dict[str, Any]] = {
@@ -149,9 +151,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
                 "random": "unclear or changing motion",
             },
         },
-        "answer": "Answer: {pairs}",
-        "answer_pair": "{level}={label}",
-        "answer_sep": "; ",
+        **ANSWER_FORMAT["en"],  # the answer line's strings live with its parser (pipeline.core.answer)
     },
     "zh": {
         "known_header": "已知信息：",
@@ -271,9 +271,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
                 "random": "运动不明确或不断变化",
             },
         },
-        "answer": "答案：{pairs}",
-        "answer_pair": "{level}={label}",
-        "answer_sep": "；",
+        **ANSWER_FORMAT["zh"],
     },
 }
 

@@ -2,7 +2,7 @@
 # Train the P-Tuning v2 prefix (stage train).
 #   bash scripts/03_train.sh [demo|paper|tiny|chatglm2_6b] [key=value ...]
 #   NUM_GPUS=8 bash scripts/03_train.sh paper          # multi-GPU through the deepspeed launcher
-#   HOSTFILE=hostfile bash scripts/03_train.sh chatglm2_6b model=/path/to/chatglm2-6b   # multi-node
+#   HOSTFILE=hostfile bash scripts/03_train.sh chatglm2_6b model.spec=/path/to/chatglm2-6b   # multi-node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE="${1:-demo}"; shift || true

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_prep.stage import STAGE, DataPrepConfig  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.io import write_json  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
+from pipeline.core.io import write_json  # noqa: E402
 
 
 def main() -> int:

@@ -23,9 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.scoring import benchmark_throughput  # noqa: E402
-from pipeline.io import load_jsonl, write_json  # noqa: E402
-from pipeline.modeling import load_model  # noqa: E402
+from pipeline.core.io import load_jsonl, write_json  # noqa: E402
+from pipeline.models.lm import load_model  # noqa: E402
+from pipeline.models.scoring import benchmark_throughput  # noqa: E402
 
 
 def main() -> None:

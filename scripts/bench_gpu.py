@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.modeling import PrefixLM  # noqa: E402
-from pipeline.prefix import PrefixConfig  # noqa: E402
+from pipeline.methods.ptuning_v2 import PrefixConfig  # noqa: E402
+from pipeline.models.lm import PrefixLM  # noqa: E402
 
 log = logging.getLogger("bench_gpu")
 

@@ -1,4 +1,4 @@
-"""Benchmark: one P-Tuning v2 training step, ours (pipeline.modeling.PrefixLM) vs PEFT PrefixTuning.
+"""Benchmark: one P-Tuning v2 training step, ours (pipeline.models.lm.PrefixLM) vs PEFT PrefixTuning.
 
 Same base model, batch, sequence length and prefix length; the two are timed alternately
 in one process (so machine load hits both alike), then each is run alone in a fresh
@@ -28,10 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.io import write_json  # noqa: E402
-from pipeline.model_store import resolve_model_dir  # noqa: E402
-from pipeline.modeling import PrefixLM, load_base_model  # noqa: E402
-from pipeline.prefix import PrefixConfig  # noqa: E402
+from pipeline.core.io import write_json  # noqa: E402
+from pipeline.methods.ptuning_v2 import PrefixConfig  # noqa: E402
+from pipeline.models.lm import PrefixLM, load_base_model  # noqa: E402
+from pipeline.models.store import resolve_model_dir  # noqa: E402
 
 log = logging.getLogger("bench_train_step")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -4,7 +4,7 @@
 #
 #   bash scripts/labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--policy majority|flag]
 #
-#   round 1 starts from runs/demo/data_prep (+ runs/demo/prompts, runs/demo/train/best);
+#   round 1 starts from the demo run: $RUN_ROOT/data_prep (+ prompts, train/best); RUN_ROOT defaults to runs/demo;
 #   round N>1 starts from the dataset version and model that round N-1 produced.
 #
 # Sequence: evaluate the current model on the train pool -> label select -> label export ->
@@ -28,27 +28,28 @@ done
 BATCH="${BATCH_SIZE:-32}"          # instances per round
 POOL_LIMIT="${POOL_LIMIT:-300}"    # pool rows evaluated per variant (CPU budget)
 MODEL="${MODEL:-smollm2}"
-L="runs/demo/label/round$ROUND"
-DATASET=runs/demo/label/dataset
+RUN_ROOT="${RUN_ROOT:-runs/demo}"  # the run (profile run_root) the loop starts from
+L="$RUN_ROOT/label/round$ROUND"
+DATASET="$RUN_ROOT/label/dataset"
 
 if [[ "$ROUND" == 1 ]]; then
-  BASE=runs/demo/data_prep; PROMPTS=runs/demo/prompts; PREFIX=runs/demo/train/best
+  BASE="$RUN_ROOT/data_prep"; PROMPTS="$RUN_ROOT/prompts"; TRAIN="$RUN_ROOT/train"
 else
-  PREV="runs/demo/label/round$((ROUND - 1))"
-  BASE="$(cat "$PREV/records_dir")"; PROMPTS="$PREV/prompts"; PREFIX="$PREV/train/best"
+  PREV="$RUN_ROOT/label/round$((ROUND - 1))"
+  BASE="$(cat "$PREV/records_dir")"; PROMPTS="$PREV/prompts"; TRAIN="$PREV/train"
 fi
 join() { local IFS=,; echo "[$*]"; }
 step() { echo "=== [label round $ROUND] $*"; }
 
 step "1/9 evaluate the current model on the train pool"
 "$PY" -m pipeline evaluate --config eval/configs/demo.yaml \
-  out_dir="$L/pool_eval" records_dir="$BASE" prompts_dir="$PROMPTS" split=train limit="$POOL_LIMIT" \
-  "models=[{tag: tuned, spec: $MODEL, prefix_dir: $PREFIX}]" baseline_tag=tuned \
+  out_dir="$L/pool_eval" data_dir="$BASE" prompts_dir="$PROMPTS" train_dir="$TRAIN" split=train limit="$POOL_LIMIT" \
+  "models=[{tag: tuned, spec: $MODEL, checkpoint: best}]" baseline_tag=tuned \
   "perturbations=[{name: typos, severities: [1]}, {name: noise, severities: [1]}]" perturbed_fraction=0.5
 
 step "2/9 select a batch for review"
 "$PY" -m pipeline label select --config pipeline/label/configs/select_demo.yaml \
-  out_dir="$L/select" records_dir="$BASE" predictions="$L/pool_eval/predictions.jsonl" \
+  out_dir="$L/select" data_dir="$BASE" predictions="$L/pool_eval/predictions.jsonl" \
   batch_size="$BATCH" batch_id="round$ROUND" seed="$ROUND"
 
 step "3/9 export Label Studio tasks + labelling config + plain JSONL"
@@ -87,16 +88,16 @@ step "6/9 agreement between reviewers and with the model"
 
 step "7/9 merge into a new dataset version"
 "$PY" -m pipeline label merge --config pipeline/label/configs/merge_demo.yaml \
-  out_dir="$DATASET" base_dir="$BASE" "reviews=$(join "${REVIEW_FILES[@]}")" policy="$POLICY"
+  out_dir="$DATASET" data_dir="$BASE" "reviews=$(join "${REVIEW_FILES[@]}")" policy="$POLICY"
 NEW="$DATASET/$(cat "$DATASET/LATEST")"
 echo "$NEW" > "$L/records_dir"
 echo "new records: $NEW (conflicts to adjudicate: $NEW/adjudication.jsonl)"
 
 step "8/9 prompts + train on the new version"
-"$PY" -m pipeline prompts --config prompts_cot/configs/demo.yaml input_dir="$NEW" out_dir="$L/prompts"
+"$PY" -m pipeline prompts --config prompts_cot/configs/demo.yaml data_dir="$NEW" out_dir="$L/prompts"
 "$PY" -m pipeline train --config pipeline/configs/train_demo.yaml prompts_dir="$L/prompts" out_dir="$L/train"
 
 step "9/9 evaluate base vs the new model on the test split"
-"$PY" -m pipeline evaluate --config eval/configs/demo.yaml out_dir="$L/evaluate" records_dir="$NEW" \
-  prompts_dir="$L/prompts" "models=[{tag: base, spec: $MODEL}, {tag: tuned, spec: $MODEL, prefix_dir: $L/train/best}]"
+"$PY" -m pipeline evaluate --config eval/configs/demo.yaml out_dir="$L/evaluate" data_dir="$NEW" \
+  prompts_dir="$L/prompts" train_dir="$L/train" "models=[{tag: base, spec: $MODEL}, {tag: tuned, spec: $MODEL, checkpoint: best}]"
 echo "=== [label round $ROUND] done: report $L/evaluate/report.md; next: bash scripts/labelling_loop.sh $((ROUND + 1))"

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.taxonomy import LABELS, LEVELS
-from pipeline.io import write_jsonl
+from pipeline.core.io import write_jsonl
+from pipeline.core.taxonomy import LABELS, LEVELS
 
 DEFAULT_LABELS = {"motion": "flyby", "operation": "photographing", "task": "observation"}
 

@@ -1,4 +1,4 @@
-"""ChatGLM2/3 -> native GLM conversion (pipeline.chatglm) against an independent reference forward.
+"""ChatGLM2/3 -> native GLM conversion (pipeline.models.chatglm) against an independent reference forward.
 
 Every checkpoint here is tiny and random, written in THUDM's ChatGLM2 layout by the test itself,
 with a sentencepiece model trained on a few lines. No network, no remote code.
@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import chatglm
-from pipeline.io import DataError
+from pipeline.core.io import DataError
+from pipeline.models import chatglm
 
 torch.set_num_threads(1)
 
@@ -309,7 +309,7 @@ def test_special_token_ids(converted, variant):
 
 
 def test_chat_prompt_format(converted):
-    from pipeline.modeling import build_chat_prompt, encode_chat_prompt
+    from pipeline.models.lm import build_chat_prompt, encode_chat_prompt
 
     tok2 = chatglm.load_tokenizer(converted["chatglm2"])
     tok3 = chatglm.load_tokenizer(converted["chatglm3"])
@@ -384,7 +384,7 @@ def test_ensure_converted_caches_and_resolve_model_dir(tmp_path, sp_model, monke
     monkeypatch.undo()
     assert not list((cache / "chatglm").glob(".*"))  # no temp folders left behind
 
-    from pipeline.model_store import resolve_model_dir
+    from pipeline.models.store import resolve_model_dir
 
     monkeypatch.setenv("GLM_PIPELINE_CACHE", str(cache))
     assert resolve_model_dir(str(src)) == first
@@ -398,9 +398,9 @@ def test_ensure_converted_caches_and_resolve_model_dir(tmp_path, sp_model, monke
 
 
 def test_load_model_end_to_end(tmp_path, sp_model, monkeypatch):
-    """pipeline.modeling.load_model on a ChatGLM folder: converted model + hooked tokenizer + prefix."""
-    from pipeline.modeling import encode_chat_prompt, load_model
-    from pipeline.prefix import PrefixConfig
+    """pipeline.models.lm.load_model on a ChatGLM folder: converted model + hooked tokenizer + prefix."""
+    from pipeline.methods.ptuning_v2 import PrefixConfig
+    from pipeline.models.lm import encode_chat_prompt, load_model
 
     monkeypatch.setenv("GLM_PIPELINE_CACHE", str(tmp_path / "cache"))
     raw = chatglm_raw_config()

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from pipeline.data import IGNORE_INDEX, BatchSampler, collate, encode_example, encode_rows, read_prompt_rows
-from pipeline.io import DataError
-from pipeline.model_store import load_smollm2_tokenizer
-from pipeline.modeling import build_chat_prompt, encode_chat_prompt
+from pipeline.core.io import DataError
+from pipeline.models.data import IGNORE_INDEX, BatchSampler, collate, encode_example, encode_rows
+from pipeline.models.lm import build_chat_prompt, encode_chat_prompt
+from pipeline.models.store import load_smollm2_tokenizer
+from prompts_cot.rows import read_prompt_rows
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_bad_rows_raise_data_error(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n" + json.dumps({"prompt": "p"}) + "\n")
     with pytest.raises(DataError) as err:
-        read_prompt_rows(path)
+        read_prompt_rows(path, ("prompt", "response"))
     assert err.value.line == 2 and err.value.field == "response"
 
 

@@ -13,7 +13,7 @@ from data_prep import cw, rules, simulate
 from data_prep.features import FEATURE_KEYS, compute_features, features_batch
 from data_prep.labelling import DEFAULT_THRESHOLDS, Thresholds, relabel_motion
 from data_prep.sensor import SensorNoise, measure
-from data_prep.taxonomy import LABELS, MOTION_LABELS
+from pipeline.core.taxonomy import LABELS, MOTION_LABELS
 
 N_LEO = cw.LEO_MEAN_MOTION
 

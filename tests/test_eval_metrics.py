@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from eval.metrics import (
-    INVALID, bootstrap_mean_ci, calibration, classification_summary, mcnemar_exact, paired_bootstrap_delta, softmax,
+    INVALID,
+    bootstrap_mean_ci,
+    calibration,
+    classification_summary,
+    mcnemar_exact,
+    paired_bootstrap_delta,
 )
+from pipeline.models.scoring import softmax
 
 
 def test_classification_summary_by_hand():

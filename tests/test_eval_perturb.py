@@ -6,13 +6,19 @@ import re
 
 import numpy as np
 import pytest
+from record_fixtures import make_records, make_text_record
 
 from data_prep.labelling import relabel_motion
-from eval.fixtures import make_records, make_text_record
-from eval.parsing import find_label_mentions
 from eval.perturb import (
-    DISTRACTORS, SPECS, add_typos, is_applicable, perturb_example, protected_spans, rng_for,
+    DISTRACTORS,
+    SPECS,
+    add_typos,
+    is_applicable,
+    perturb_example,
+    protected_spans,
+    rng_for,
 )
+from pipeline.core.answer import find_label_mentions
 from prompts_cot.render import RenderOptions, render_prompt
 
 CASES = [(name, sev) for name, spec in SPECS.items() for sev in spec.levels]

@@ -10,10 +10,11 @@ from html.parser import HTMLParser
 
 import pytest
 
-from eval.compare import STAGE as COMPARE, CompareConfig, ReportEntry
+from eval.compare import STAGE as COMPARE
+from eval.compare import CompareConfig, ReportEntry
 from eval.report import build_report, render_html, write_reports
 from eval.robustness import robustness_aggregates, robustness_table, std_ratios
-from pipeline.stage import run_stage
+from pipeline.core.stage import run_stage
 
 GOLD = {"motion": "flyby", "operation": "photographing", "task": "observation"}
 WRONG = {"motion": "hovering", "operation": "photographing", "task": "observation"}
@@ -147,7 +148,7 @@ def test_compare_stage(tmp_path, report_dir):
 
 
 def test_compare_rejects_non_report(tmp_path):
-    from pipeline.io import DataError
+    from pipeline.core.io import DataError
 
     bad = tmp_path / "x.json"
     bad.write_text("{}")

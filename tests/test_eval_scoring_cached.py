@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from record_fixtures import make_records, prompt_row
 
-from eval.fixtures import make_records, prompt_row
-from eval.scoring import score_rows, score_rows_per_level
-from pipeline.modeling import load_model
-from pipeline.prefix import PrefixConfig
+from pipeline.methods.ptuning_v2 import PrefixConfig
+from pipeline.models.lm import load_model
+from pipeline.models.scoring import score_rows, score_rows_per_level
 
 
 @pytest.mark.parametrize("spec", ["tiny:llama", "tiny:glm"])

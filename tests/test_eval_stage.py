@@ -6,14 +6,14 @@ import json
 
 import pytest
 import torch
+from record_fixtures import write_fixture_dirs
 
-import eval.scoring as scoring
-from data_prep.taxonomy import LABELS, LEVELS
-from eval.fixtures import write_fixture_dirs
+import pipeline.models.scoring as scoring
 from eval.stage import PARTIAL, STAGE, EvalConfig
-from pipeline.config import load_config
-from pipeline.io import DataError, load_jsonl
-from pipeline.stage import run_stage
+from pipeline.core.config import load_config
+from pipeline.core.io import DataError, load_jsonl
+from pipeline.core.stage import run_stage
+from pipeline.core.taxonomy import LABELS, LEVELS
 
 ROWS_PER_RUN = 2 * 2 * (4 + 2 * 4)  # variants x modes x (clean 4 + 2 perturbed samples x 4 cells: noise 1,4, typos 1, option_order 1)
 
@@ -28,7 +28,7 @@ def data(tmp_path_factory):
 def make_cfg(data, out_dir, *extra):
     records, prompts = data
     return load_config(EvalConfig, "eval/configs/tiny.yaml",
-                       [f"records_dir={records}", f"prompts_dir={prompts}", f"out_dir={out_dir}", *extra])
+                       [f"data_dir={records}", f"prompts_dir={prompts}", f"out_dir={out_dir}", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_bad_prompt_row_names_file_line_and_field(data, tmp_path):
     row["label"]["motion"] = "teleport"
     (bad / "test.jsonl").write_text("\n".join([rows[0], json.dumps(row)]) + "\n")
     cfg = load_config(EvalConfig, "eval/configs/tiny.yaml",
-                      [f"records_dir={records}", f"prompts_dir={tmp_path / 'prompts'}", f"out_dir={tmp_path / 'o'}",
+                      [f"data_dir={records}", f"prompts_dir={tmp_path / 'prompts'}", f"out_dir={tmp_path / 'o'}",
                        "variants=[plain]"])
     with pytest.raises(DataError) as err:
         run_stage(STAGE, cfg)

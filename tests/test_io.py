@@ -1,10 +1,10 @@
-"""pipeline.io: atomic writes never leave partial files; keyed JSONL reading names file/line/field."""
+"""pipeline.core.io: atomic writes never leave partial files; keyed JSONL reading names file/line/field."""
 
 import json
 
 import pytest
 
-from pipeline.io import DataError, atomic_open, index_jsonl_by_id, write_jsonl
+from pipeline.core.io import DataError, atomic_open, index_jsonl_by_id, write_jsonl
 
 
 def test_atomic_open_keeps_old_file_on_failure(tmp_path):

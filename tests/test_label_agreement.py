@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from data_prep.taxonomy import LABELS
-from pipeline.config import load_config
-from pipeline.io import write_jsonl
+from pipeline.core.config import load_config
+from pipeline.core.io import write_jsonl
+from pipeline.core.taxonomy import LABELS
 from pipeline.label.agreement import AgreementConfig, compute_agreement, run_agreement
 from pipeline.label.common import load_reviews, make_review
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from label_helpers import pool_fixture
 
-from data_prep.taxonomy import LABELS, LEVELS
-from pipeline.config import load_config
-from pipeline.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.config import load_config
+from pipeline.core.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.taxonomy import LABELS, LEVELS
 from pipeline.label.export import ExportConfig, build_labeling_config, run_export
 from pipeline.label.importer import ImportConfig, run_import
 from pipeline.label.select import SelectConfig, run_select
@@ -23,7 +23,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "label_studio_export.json"
 @pytest.fixture()
 def exported(tmp_path):
     records, preds = pool_fixture(tmp_path)
-    run_select(load_config(SelectConfig, None, [f"out_dir={tmp_path / 'sel'}", f"records_dir={records}",
+    run_select(load_config(SelectConfig, None, [f"out_dir={tmp_path / 'sel'}", f"data_dir={records}",
                                                 f"predictions={preds}", "batch_size=6"]))
     cfg = load_config(ExportConfig, None, [f"out_dir={tmp_path / 'exp'}", f"selection={tmp_path / 'sel/selection.jsonl'}"])
     result = run_export(cfg)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from label_helpers import DEFAULT_LABELS, make_record, write_records
 
-from pipeline.config import ConfigError, load_config
-from pipeline.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.config import ConfigError, load_config
+from pipeline.core.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.stage import run_stage
 from pipeline.label.common import make_review
 from pipeline.label.merge import STAGE, MergeConfig, run_merge, vote
-from pipeline.stage import run_stage
 
 L = DEFAULT_LABELS  # flyby / photographing / observation
 
@@ -67,7 +67,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def merge(tmp_path, base, reviews, *overrides):
-    cfg = load_config(MergeConfig, None, [f"out_dir={tmp_path / 'ds'}", f"base_dir={base}", f"reviews=[{reviews}]",
+    cfg = load_config(MergeConfig, None, [f"out_dir={tmp_path / 'ds'}", f"data_dir={base}", f"reviews=[{reviews}]",
                                           *overrides])
     return run_merge(cfg).stats
 
@@ -160,11 +160,11 @@ def test_unknown_sample_and_bad_review(tmp_path, base, reviews):
 
 
 def test_unversioned_output_and_stage(tmp_path, base, reviews):
-    cfg = load_config(MergeConfig, None, [f"out_dir={tmp_path / 'flat'}", f"base_dir={base}", f"reviews=[{reviews}]",
+    cfg = load_config(MergeConfig, None, [f"out_dir={tmp_path / 'flat'}", f"data_dir={base}", f"reviews=[{reviews}]",
                                           "versioned=false"])
     manifest = run_stage(STAGE, cfg)
     assert manifest["stats"]["changed"] == 4 and "train.jsonl" in manifest["outputs"]
     assert "trajectories/train.npz" in manifest["outputs"]
     assert run_stage(STAGE, cfg)["timings"] == manifest["timings"]  # up to date
     with pytest.raises(ConfigError):
-        run_merge(load_config(MergeConfig, None, [f"out_dir={base}", f"base_dir={base}", "versioned=false"]))
+        run_merge(load_config(MergeConfig, None, [f"out_dir={base}", f"data_dir={base}", "versioned=false"]))

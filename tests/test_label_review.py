@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.config import load_config
+from pipeline.core.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.stage import run_stage
 from pipeline.label.review import STAGE, ReviewConfig, run_review
-from pipeline.stage import run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 PRED = {"motion": "flyby", "operation": "photographing", "task": "observation"}

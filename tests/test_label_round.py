@@ -17,17 +17,17 @@ import pytest
 import torch
 from label_helpers import distribution, pred_row
 
-from data_prep.taxonomy import LEVELS
 from pipeline.cli import resolve_stage
-from pipeline.config import load_config
-from pipeline.io import load_jsonl, write_jsonl
+from pipeline.core.config import load_config
+from pipeline.core.io import load_jsonl, write_jsonl
+from pipeline.core.stage import run_stage
+from pipeline.core.taxonomy import LEVELS
 from pipeline.label.agreement import STAGE as AGREEMENT
 from pipeline.label.export import STAGE as EXPORT
 from pipeline.label.importer import STAGE as IMPORT
 from pipeline.label.merge import STAGE as MERGE
 from pipeline.label.review import ReviewConfig, run_review
 from pipeline.label.select import STAGE as SELECT
-from pipeline.stage import run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "pipeline" / "label" / "configs"
@@ -39,8 +39,8 @@ def _threads():
 
 
 def write_pool(root: Path) -> Path:
-    """Simulator records (eval.fixtures) for train/dev/test with readable ids."""
-    from eval.fixtures import make_records
+    """Simulator records (record_fixtures) for train/dev/test with readable ids."""
+    from record_fixtures import make_records
 
     out = root / "records"
     for split, n in (("train", 6), ("dev", 2), ("test", 2)):
@@ -106,7 +106,7 @@ def write_prompts(records: Path, out: Path) -> Path:
     if importlib.util.find_spec("prompts_cot.stage") is not None:
         stage = resolve_stage("prompts")
         cfg = load_config(stage.config_cls, ROOT / "prompts_cot" / "configs" / "tiny.yaml",
-                          [f"input_dir={records}", f"out_dir={out}"])
+                          [f"data_dir={records}", f"out_dir={out}"])
         run_stage(stage, cfg)
         return out
     from prompts_cot.render import RenderOptions, options_to_dict, render_prompt, render_response
@@ -123,7 +123,7 @@ def write_prompts(records: Path, out: Path) -> Path:
 
 def label_round(tmp: Path, records: Path, predictions: Path, fake: bool = True) -> Path:
     """select -> export -> LS annotations + terminal review -> import -> agreement -> merge; returns the new version."""
-    m = run(SELECT, "select_demo.yaml", f"out_dir={tmp / 'select'}", f"records_dir={records}",
+    m = run(SELECT, "select_demo.yaml", f"out_dir={tmp / 'select'}", f"data_dir={records}",
             f"predictions={predictions}", "batch_size=4", "batch_id=round1")
     assert m["stats"]["selected"] == 4
     selected = {r["sample_id"] for r in load_jsonl(tmp / "select" / "selection.jsonl")}
@@ -141,7 +141,7 @@ def label_round(tmp: Path, records: Path, predictions: Path, fake: bool = True) 
     reviews = f"reviews=[{tmp / 'import' / 'reviews.jsonl'}, {tmp / 'review' / 'reviews.jsonl'}]"
     m = run(AGREEMENT, "agreement_demo.yaml", f"out_dir={tmp / 'agreement'}", reviews)
     assert m["stats"]["reviewers"] == 3
-    m = run(MERGE, "merge_demo.yaml", f"out_dir={tmp / 'dataset'}", f"base_dir={records}", reviews)
+    m = run(MERGE, "merge_demo.yaml", f"out_dir={tmp / 'dataset'}", f"data_dir={records}", reviews)
     new = Path(m["stats"]["records_dir"])
     assert new == tmp / "dataset" / "v1"
     merged = {r["sample_id"]: r for r in load_jsonl(new / "train.jsonl")}
@@ -159,8 +159,8 @@ def label_round(tmp: Path, records: Path, predictions: Path, fake: bool = True) 
 def train_a_few_steps(prompts: Path, out: Path) -> Path:
     train = resolve_stage("train")
     cfg = load_config(train.config_cls, ROOT / "pipeline" / "configs" / "train_tiny.yaml",
-                      [f"prompts_dir={prompts}", f"out_dir={out}", "variant=plain", "max_steps=2", "eval_steps=0",
-                       "eval_generate_rows=0", "save_steps=0"])
+                      [f"prompts_dir={prompts}", f"out_dir={out}", "data.variant=plain", "optim.max_steps=2",
+                       "eval.steps=0", "eval.generate_rows=0", "checkpoint.save_steps=0"])
     run_stage(train, cfg)
     return out
 
@@ -193,7 +193,7 @@ def test_round_on_real_evaluate_predictions(tmp_path):
         variants = "variants=[plain, cot]"
     evaluate = resolve_stage("evaluate")
     cfg = load_config(evaluate.config_cls, None, [
-        f"out_dir={tmp_path / 'eval'}", f"records_dir={records}", f"prompts_dir={prompts}", "split=train", variants,
+        f"out_dir={tmp_path / 'eval'}", f"data_dir={records}", f"prompts_dir={prompts}", "split=train", variants,
         "models=[{tag: tuned, spec: 'tiny:llama'}]", "baseline_tag=tuned", "perturbed_fraction=1.0",
         "perturbations=[{name: typos, severities: [1]}]", "max_new_tokens=8", "max_new_tokens_cot=8",
         "bootstrap_resamples=20", "num_threads=1"])

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from label_helpers import pool_fixture
 
-from pipeline.config import ConfigError, load_config
-from pipeline.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.config import ConfigError, load_config
+from pipeline.core.io import DataError, load_jsonl, write_jsonl
+from pipeline.core.stage import run_stage
 from pipeline.label.select import (
     STAGE,
     SelectConfig,
@@ -22,7 +23,6 @@ from pipeline.label.select import (
     margin_score,
     run_select,
 )
-from pipeline.stage import run_stage
 
 
 @pytest.fixture()
@@ -31,7 +31,7 @@ def pool(tmp_path):
 
 
 def select(tmp_path, records, preds, *overrides, name="sel"):
-    cfg = load_config(SelectConfig, None, [f"out_dir={tmp_path / name}", f"records_dir={records}",
+    cfg = load_config(SelectConfig, None, [f"out_dir={tmp_path / name}", f"data_dir={records}",
                                            f"predictions={preds}", *overrides])
     result = run_select(cfg)
     return load_jsonl(tmp_path / name / "selection.jsonl"), result.stats
@@ -149,7 +149,7 @@ def test_bad_mix_and_bad_predictions(tmp_path, pool):
 
 def test_stage_manifest_and_skip(tmp_path, pool):
     records, preds = pool
-    cfg = load_config(SelectConfig, None, [f"out_dir={tmp_path / 'st'}", f"records_dir={records}",
+    cfg = load_config(SelectConfig, None, [f"out_dir={tmp_path / 'st'}", f"data_dir={records}",
                                            f"predictions={preds}", "batch_size=5"])
     m1 = run_stage(STAGE, cfg)
     assert m1["stats"]["selected"] == 5 and "selection.jsonl" in m1["outputs"]

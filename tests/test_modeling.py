@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from pipeline.modeling import (
+from pipeline.methods.ptuning_v2 import PrefixConfig, PrefixEncoder, StaticPrefix
+from pipeline.models.lm import (
     SYSTEM_PROMPT,
     PrefixLM,
     build_chat_prompt,
@@ -16,8 +17,7 @@ from pipeline.modeling import (
     load_model,
     positions_from_mask,
 )
-from pipeline.model_store import resolve_model_dir
-from pipeline.prefix import PrefixConfig, PrefixEncoder, StaticPrefix
+from pipeline.models.store import resolve_model_dir
 
 P = 3
 ALL = ["llama", "glm", "glm4", "qwen2", "gpt2"]

@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.io import DataError, write_jsonl
-from pipeline.modeling import PrefixLM, encode_chat_prompt, load_base_model, load_tokenizer
-from pipeline.model_store import resolve_model_dir
-from pipeline.predict import (
-    STAGE,
-    PredictConfig,
-    eos_token_ids,
-    generate,
-    generate_ids,
-    pad_left,
-    score_candidates,
-)
-from pipeline.prefix import PrefixConfig
-from pipeline.stage import run_stage
+from pipeline.core.config import load_config
+from pipeline.core.io import DataError, write_jsonl
+from pipeline.core.stage import run_stage
+from pipeline.methods.ptuning_v2 import PrefixConfig
+from pipeline.models.generation import eos_token_ids, generate, generate_ids, pad_left, score_candidates
+from pipeline.models.lm import PrefixLM, encode_chat_prompt, load_base_model
+from pipeline.models.store import resolve_model_dir
+from pipeline.models.tokenizer import load_tokenizer
+from pipeline.predict import STAGE, PredictConfig
 
 PROMPTS = ["What is the target doing?", "hi", "The target approaches the station, then hovers at 200 m. Why?"]
 
@@ -139,11 +133,11 @@ def _prompt_rows(n: int) -> list[dict]:
 
 
 def test_predict_stage_end_to_end(tmp_path):
-    write_jsonl(tmp_path / "test.jsonl", _prompt_rows(3))
+    write_jsonl(tmp_path / "prompts" / "plain" / "test.jsonl", _prompt_rows(3))
     lm = PrefixLM(load_base_model(resolve_model_dir("tiny:llama")), PrefixConfig(pre_seq_len=2))
-    lm.save_prefix(tmp_path / "ckpt")
-    cfg = load_config(PredictConfig, None, [f"out_dir={tmp_path / 'out'}", f"input={tmp_path / 'test.jsonl'}",
-                                            "model=tiny:llama", f"prefix_dir={tmp_path / 'ckpt'}", "limit=2",
+    lm.save_prefix(tmp_path / "train" / "best")
+    cfg = load_config(PredictConfig, None, [f"out_dir={tmp_path / 'out'}", f"prompts_dir={tmp_path / 'prompts'}",
+                                            "model=tiny:llama", f"train_dir={tmp_path / 'train'}", "limit=2",
                                             "max_new_tokens=3", "batch_size=2"])
     manifest = run_stage(STAGE, cfg)
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
@@ -151,27 +145,17 @@ def test_predict_stage_end_to_end(tmp_path):
     assert all(set(r) >= {"sample_id", "prompt", "output", "latency_s"} and r["model_tag"] == "tuned" for r in rows)
     assert rows[1]["prompt"] == PROMPTS[1]
     assert manifest["stats"]["rows"] == 2 and manifest["stats"]["pre_seq_len"] == 2
-    assert str(tmp_path / "ckpt" / "prefix.safetensors") in manifest["inputs"]
+    assert str(tmp_path / "train" / "best" / "prefix.safetensors") in manifest["inputs"]
     again = run_stage(STAGE, cfg)  # up to date: skipped, same manifest
     assert again["timings"] == manifest["timings"]
 
 
 def test_predict_stage_names_bad_rows(tmp_path):
-    write_jsonl(tmp_path / "bad.jsonl", [{"sample_id": "a", "prompt": "ok"}, {"sample_id": "b"}])
-    cfg = PredictConfig(out_dir=tmp_path / "out", input=tmp_path / "bad.jsonl", model="tiny:llama")
+    write_jsonl(tmp_path / "p" / "plain" / "test.jsonl", [{"sample_id": "a", "prompt": "ok"}, {"sample_id": "b"}])
+    cfg = PredictConfig(out_dir=tmp_path / "out", prompts_dir=tmp_path / "p", model="tiny:llama")
     with pytest.raises(DataError, match=r"line 2.*'prompt'"):
         STAGE.run(cfg)
     assert not (tmp_path / "out" / "predictions.jsonl").exists()
-
-
-def test_shipped_predict_configs_load():
-    from pipeline.cli import ROOT
-
-    for name in ("predict_demo.yaml", "predict_base_demo.yaml"):
-        path = ROOT / "pipeline" / "configs" / name
-        assert path.read_text().startswith("# python -m pipeline predict --config pipeline/configs/" + name)
-        cfg = load_config(PredictConfig, path)
-        assert cfg.max_new_tokens > 0
 
 
 def test_generation_matches_greedy_decoding_with_peft_forward(tok):

@@ -8,16 +8,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline.io import DataError
-from pipeline.prefix import (
+from pipeline.core.io import DataError
+from pipeline.methods.base import ArchFacts, arch_facts
+from pipeline.methods.ptuning_v2 import (
     PREFIX_CONFIG,
     PREFIX_STATIC,
     PREFIX_WEIGHTS,
-    ArchFacts,
     PrefixConfig,
     PrefixEncoder,
     StaticPrefix,
-    arch_facts,
     build_prefix_encoder,
     count_prefix_parameters,
     export_static_prefix,
@@ -53,7 +52,7 @@ def test_arch_facts_reads_every_config_family(cfg, expect):
 def test_arch_facts_of_tiny_configs(name, expect):
     from transformers import AutoConfig
 
-    from pipeline.model_store import tiny_config_path
+    from pipeline.models.store import tiny_config_path
 
     raw = json.loads(tiny_config_path(name).read_text())
     f = arch_facts(AutoConfig.for_model(raw.pop("model_type"), **raw))

@@ -1,4 +1,4 @@
-"""The stage contract through pipeline.stage.run_stage, exercised with the data_prep stage."""
+"""The stage contract through pipeline.core.stage.run_stage, exercised with the data_prep stage."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from data_prep.stage import STAGE, DataPrepConfig
-from pipeline.config import load_config
-from pipeline.stage import MANIFEST, run_stage
+from pipeline.core.config import load_config
+from pipeline.core.stage import MANIFEST, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.config import load_config
-from pipeline.data import collate, encode_rows
-from pipeline.engine import TorchEngine, fill_deepspeed_config
-from pipeline.modeling import load_model
-from pipeline.prefix import PrefixConfig
-from pipeline.stage import is_up_to_date, run_stage
-from pipeline.train import STAGE, TrainConfig, parse_answer, parse_answer_line, run_train
+from pipeline.core.config import load_config
+from pipeline.core.stage import is_up_to_date, run_stage
+from pipeline.methods.ptuning_v2 import PrefixConfig
+from pipeline.models.data import collate, encode_rows
+from pipeline.models.engines import DeepSpeedEngine, Engine, OptimConfig, TorchEngine, fill_deepspeed_config
+from pipeline.models.lm import load_model
+from pipeline.train import STAGE, TrainConfig, run_train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_YAML = ROOT / "pipeline" / "configs" / "train_tiny.yaml"
@@ -59,8 +59,9 @@ def _threads():
 
 def test_loss_decreases_on_repeated_example(tmp_path):
     prompts = write_prompts(tmp_path / "p", n_train=4, repeat_one=True)
-    cfg = tiny_cfg(tmp_path, prompts, max_steps=20, learning_rate=0.1, eval_steps=0, save_steps=0,
-                   eval_generate_rows=0, logging_steps=1, **{"prefix.pre_seq_len": 8})
+    cfg = tiny_cfg(tmp_path, prompts, logging_steps=1, **{"optim.max_steps": 20, "optim.learning_rate": 0.1,
+                   "eval.steps": 0, "checkpoint.save_steps": 0, "eval.generate_rows": 0,
+                   "method.ptuning_v2.pre_seq_len": 8})
     stats = run_train(cfg).stats
     losses = [r[2] for r in train_losses(cfg.out_dir) if r[0] == "train"]
     assert len(losses) == 20 and stats["steps"] == 20
@@ -76,8 +77,7 @@ def test_base_frozen_and_only_prefix_trained(tmp_path):
     prefix_before = lm.prefix.embedding.weight.detach().clone()
     rows = [{"prompt": f"prompt {i}", "response": "Answer: motion=flyby"} for i in range(4)]
     batch = collate(encode_rows(tok, rows, 64, 16), tok.pad_token_id)
-    engine = TorchEngine(lm, lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, max_steps=5,
-                         grad_accum=2, clip=1.0)
+    engine = TorchEngine(lm, OptimConfig(learning_rate=0.05, max_steps=5, gradient_accumulation_steps=2))
     for _ in range(3):
         loss, norm, lr = engine.train_step([batch, batch])
         assert norm is not None and norm > 0 and lr > 0
@@ -89,15 +89,16 @@ def test_base_frozen_and_only_prefix_trained(tmp_path):
 
 def test_resume_reproduces_losses_exactly_torch(tmp_path):
     prompts = write_prompts(tmp_path / "p")
-    full = tiny_cfg(tmp_path / "a", prompts, max_steps=6, save_steps=3, **{"prefix.prefix_dropout": 0.1})
+    full = tiny_cfg(tmp_path / "a", prompts, **{"optim.max_steps": 6, "checkpoint.save_steps": 3,
+                                                "method.ptuning_v2.prefix_dropout": 0.1})
     run_train(full)
     # interrupted run: only the step-3 checkpoint and the metrics up to it survive
     part_dir = tmp_path / "b" / "run"
     (part_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(full.out_dir / "checkpoints" / "step-3", part_dir / "checkpoints" / "step-3")
     shutil.copy(full.out_dir / "metrics.jsonl", part_dir / "metrics.jsonl")  # rows past step 3 must be dropped
-    resumed = tiny_cfg(tmp_path / "b", prompts, max_steps=6, save_steps=3, resume="auto",
-                       **{"prefix.prefix_dropout": 0.1})
+    resumed = tiny_cfg(tmp_path / "b", prompts, **{"optim.max_steps": 6, "checkpoint.save_steps": 3,
+                                                   "checkpoint.resume": "auto", "method.ptuning_v2.prefix_dropout": 0.1})
     stats = run_train(resumed).stats
     assert stats["resumed_from"].endswith("step-3")
     a, b = train_losses(full.out_dir), train_losses(resumed.out_dir)
@@ -108,7 +109,8 @@ def test_resume_reproduces_losses_exactly_torch(tmp_path):
 
 def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
     prompts = write_prompts(tmp_path / "p", n_train=6, n_dev=4)
-    cfg = tiny_cfg(tmp_path, prompts, max_steps=4, save_steps=2, eval_steps=2, export_static_prefix=True)
+    cfg = tiny_cfg(tmp_path, prompts, **{"optim.max_steps": 4, "checkpoint.save_steps": 2, "eval.steps": 2,
+                                         "checkpoint.export_static_prefix": True})
     manifest = run_stage(STAGE, cfg)
     out = Path(cfg.out_dir)
     for d in ("checkpoints/step-2", "checkpoints/step-4", "best", "final"):
@@ -133,40 +135,36 @@ def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
 
 def test_fill_deepspeed_config_resolves_auto():
     raw = json.loads((ROOT / "pipeline/configs/deepspeed/zero2_offload.json").read_text())
-    cfg = fill_deepspeed_config(raw, micro_batch=2, grad_accum=8, clip=1.0, lr=0.02, betas=(0.9, 0.999), eps=1e-8,
-                                weight_decay=0.0, warmup_steps=10, max_steps=3000, dtype="bfloat16", on_gpu=False,
-                                world_size=4)
+    optim = OptimConfig(learning_rate=0.02, warmup_steps=10, max_steps=3000, per_device_batch_size=2,
+                        gradient_accumulation_steps=8, max_grad_norm=1.0)
+    cfg = fill_deepspeed_config(raw, optim, dtype="bfloat16", on_gpu=False, world_size=4)
     assert cfg["train_batch_size"] == 64 and cfg["gradient_accumulation_steps"] == 8
     assert cfg["bf16"]["enabled"] is False and cfg["fp16"]["enabled"] is False  # CPU trains in fp32
     assert cfg["optimizer"]["params"]["lr"] == 0.02 and cfg["scheduler"]["params"]["total_num_steps"] == 3000
-    gpu = fill_deepspeed_config(raw, micro_batch=1, grad_accum=16, clip=1.0, lr=0.02, betas=(0.9, 0.999), eps=1e-8,
-                                weight_decay=0.0, warmup_steps=0, max_steps=3000, dtype="bfloat16", on_gpu=True,
+    gpu = fill_deepspeed_config(raw, OptimConfig(learning_rate=0.02, max_steps=3000), dtype="bfloat16", on_gpu=True,
                                 world_size=1)
     assert gpu["bf16"]["enabled"] is True and gpu["fp16"]["enabled"] is False
     with pytest.raises(ValueError, match="auto"):
-        fill_deepspeed_config({"zero_optimization": {"stage": "auto"}}, micro_batch=1, grad_accum=1, clip=1.0,
-                              lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, max_steps=1,
-                              dtype="float32", on_gpu=False, world_size=1)
+        fill_deepspeed_config({"zero_optimization": {"stage": "auto"}}, OptimConfig(max_steps=1), dtype="float32",
+                              on_gpu=False, world_size=1)
 
 
-@pytest.mark.parametrize("parse", [parse_answer, parse_answer_line])
-def test_parse_answer_both_languages(parse):
-    assert parse("reasoning...\nAnswer: motion=fly-around; operation=none; task=observation") == \
-        {"motion": "fly_around", "operation": "none", "task": "observation"}
-    assert parse("答案：运动=飞越；操作=拍照；任务=观测") == \
-        {"motion": "flyby", "operation": "photographing", "task": "observation"}
-    assert parse("no idea") == {"motion": None, "operation": None, "task": None}
+def test_both_engines_implement_the_whole_engine_interface():
+    """One interface: the abstract base lists it, both engines implement every method (nothing left abstract)."""
+    assert Engine.__abstractmethods__ == {"module", "train_step", "save_state", "load_state", "gathered_prefix"}
+    for cls in (TorchEngine, DeepSpeedEngine):
+        assert issubclass(cls, Engine) and not cls.__abstractmethods__, cls
 
 
-def test_shipped_configs_load():
-    for name in ("demo", "paper", "chatglm2_6b", "tiny"):
-        path = ROOT / "pipeline" / "configs" / f"train_{name}.yaml"
-        assert path.read_text().startswith("# "), name  # first line: the command that runs it
-        cfg = load_config(TrainConfig, path)
-        assert (ROOT / cfg.deepspeed_config).exists()
-    paper = load_config(TrainConfig, ROOT / "pipeline/configs/train_paper.yaml")
-    assert (paper.prefix.pre_seq_len, paper.learning_rate, paper.max_source_len, paper.max_target_len,
-            paper.max_steps) == (128, 0.02, 256, 128, 3000)
+def test_nested_config_sections_and_method_name_are_validated(tmp_path):
+    from pipeline.core.config import ConfigError
+
+    cfg = load_config(TrainConfig, TINY_YAML, ["optim.max_steps=7", "method.ptuning_v2.pre_seq_len=3"])
+    assert cfg.optim.max_steps == 7 and cfg.method.settings.pre_seq_len == 3 and cfg.engine.name == "torch"
+    with pytest.raises(ConfigError, match="method.name"):
+        load_config(TrainConfig, TINY_YAML, ["method.name=lora"])
+    with pytest.raises(ConfigError, match="max_steps"):
+        load_config(TrainConfig, TINY_YAML, ["max_steps=7"])  # the old flat key is an unknown key now
 
 
 def run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -184,11 +182,13 @@ def test_deepspeed_engine_smoke_matches_torch(tmp_path):
     machine JIT-builds DeepSpeed's shared-memory comm op (~80 s, cached afterwards).
     """
     prompts = write_prompts(tmp_path / "p")
-    common = [f"prompts_dir={prompts}", "max_steps=3", "save_steps=0", "eval_steps=0", "eval_generate_rows=0"]
-    ds = run_cli(common + [f"out_dir={tmp_path / 'ds'}", "engine=deepspeed",
-                           "deepspeed_config=pipeline/configs/deepspeed/zero2.json"])
+    common = [f"prompts_dir={prompts}", "optim.max_steps=3", "checkpoint.save_steps=0", "eval.steps=0",
+              "eval.generate_rows=0"]
+    ds = run_cli(common + [f"out_dir={tmp_path / 'ds'}", "engine.name=deepspeed",
+                           "engine.deepspeed_config=pipeline/configs/deepspeed/zero2.json"])
     assert ds.returncode == 0, ds.stderr[-3000:]
-    cfg = tiny_cfg(tmp_path / "t", prompts, max_steps=3, save_steps=0, eval_steps=0, eval_generate_rows=0)
+    cfg = tiny_cfg(tmp_path / "t", prompts, **{"optim.max_steps": 3, "checkpoint.save_steps": 0, "eval.steps": 0,
+                                               "eval.generate_rows": 0})
     run_train(cfg)
     ds_rows, torch_rows = train_losses(tmp_path / "ds"), train_losses(cfg.out_dir)
     assert [r[:3] for r in ds_rows] == [r[:3] for r in torch_rows]
@@ -203,13 +203,13 @@ def test_deepspeed_engine_smoke_matches_torch(tmp_path):
 @pytest.mark.parametrize("zero", ["zero0", "zero2", "zero3"])
 def test_resume_reproduces_losses_exactly_deepspeed(tmp_path, zero):
     prompts = write_prompts(tmp_path / "p")
-    common = [f"prompts_dir={prompts}", "max_steps=6", "save_steps=3", "engine=deepspeed",
-              f"deepspeed_config=pipeline/configs/deepspeed/{zero}.json"]
+    common = [f"prompts_dir={prompts}", "optim.max_steps=6", "checkpoint.save_steps=3", "engine.name=deepspeed",
+              f"engine.deepspeed_config=pipeline/configs/deepspeed/{zero}.json"]
     full = run_cli(common + [f"out_dir={tmp_path / 'a'}"])
     assert full.returncode == 0, full.stderr[-3000:]
     (tmp_path / "b/checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "a/checkpoints/step-3", tmp_path / "b/checkpoints/step-3")
-    part = run_cli(common + [f"out_dir={tmp_path / 'b'}", "resume=auto"])
+    part = run_cli(common + [f"out_dir={tmp_path / 'b'}", "checkpoint.resume=auto"])
     assert part.returncode == 0, part.stderr[-3000:]
     a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
     assert [r for r in a if r[1] > 3] == [r for r in b if r[1] > 3]
@@ -219,10 +219,11 @@ def test_resume_reproduces_losses_exactly_deepspeed(tmp_path, zero):
 def test_smollm2_twenty_steps_cpu(tmp_path):
     """20 steps on the embedded SmolLM2-135M-Instruct (CPU, DeepSpeed ZeRO-0): the answer loss falls."""
     prompts = write_prompts(tmp_path / "p", n_train=8, n_dev=4)
-    res = run_cli([f"prompts_dir={prompts}", f"out_dir={tmp_path / 'run'}", "model=smollm2", "engine=deepspeed",
-                   "deepspeed_config=pipeline/configs/deepspeed/zero0.json", "prefix.pre_seq_len=16",
-                   "max_steps=20", "per_device_batch_size=4", "eval_steps=0", "save_steps=0",
-                   "eval_generate_rows=4", "eval_max_new_tokens=24", "num_threads=2"], timeout=1800)
+    res = run_cli([f"prompts_dir={prompts}", f"out_dir={tmp_path / 'run'}", "model.spec=smollm2",
+                   "engine.name=deepspeed", "engine.deepspeed_config=pipeline/configs/deepspeed/zero0.json",
+                   "method.ptuning_v2.pre_seq_len=16", "optim.max_steps=20", "optim.per_device_batch_size=4",
+                   "eval.steps=0", "checkpoint.save_steps=0", "eval.generate_rows=4", "eval.max_new_tokens=24",
+                   "num_threads=2"], timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     losses = [r[2] for r in train_losses(tmp_path / "run") if r[0] == "train"]
     assert losses[-1] < 0.5 * losses[0], losses

@@ -29,10 +29,10 @@ import krippendorff
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-from data_prep.taxonomy import LABELS, LEVELS
-from pipeline.io import DataError, write_json, write_text
+from pipeline.core.io import DataError, write_json, write_text
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LABELS, LEVELS
 from pipeline.label.common import latest_per_reviewer, load_reviews
-from pipeline.stage import Stage, StageResult
 
 log = logging.getLogger(__name__)
 

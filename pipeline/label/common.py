@@ -22,19 +22,18 @@ Every label stage speaks the same two row shapes:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from data_prep.taxonomy import DISPLAY, LABELS, LEVELS, canonical_label
-from pipeline.io import DataError, index_jsonl_by_id, read_jsonl
+from pipeline.core.answer import strip_answer_lines
+from pipeline.core.io import DataError, index_jsonl_by_id, read_jsonl
+from pipeline.core.taxonomy import DISPLAY, LABELS, LEVELS, canonical_label
 
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 REVIEW_SOURCES = ("label_studio", "jsonl", "review")
-_ANSWER_LINE = re.compile(r"^\s*(answer|答案)\s*[:：]", re.IGNORECASE)
 
 
 # -------------------------------------------------------------------------------------------- records
@@ -96,8 +95,7 @@ def extract_rationale(output: str | None) -> str | None:
     """The reasoning part of a CoT output: every line except the final ``Answer:`` / ``答案：`` line."""
     if not output:
         return None
-    lines = [ln for ln in str(output).splitlines() if not _ANSWER_LINE.match(ln)]
-    text = "\n".join(lines).strip()
+    text = "\n".join(strip_answer_lines(output)).strip()
     return text or None
 
 

@@ -22,10 +22,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Literal
 
-from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS
-from pipeline.io import DataError, read_jsonl, write_json, write_jsonl, write_text
+from pipeline.core.io import DataError, read_jsonl, write_json, write_jsonl, write_text
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS
 from pipeline.label.common import choice_display, validate_labels
-from pipeline.stage import Stage, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from data_prep.taxonomy import LEVELS
-from pipeline.io import DataError, read_jsonl, write_jsonl
+from pipeline.core.io import DataError, read_jsonl, write_jsonl
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LEVELS
 from pipeline.label.common import latest_per_reviewer, make_review, validate_label, validate_labels
 from pipeline.label.export import RATIONALE_NAME
-from pipeline.stage import Stage, StageResult
 
 log = logging.getLogger(__name__)
 

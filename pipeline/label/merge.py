@@ -31,11 +31,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from data_prep.taxonomy import LEVELS
-from pipeline.config import ConfigError
-from pipeline.io import DataError, read_jsonl, write_json, write_jsonl, write_text
+from pipeline.core.config import ConfigError
+from pipeline.core.io import DataError, read_jsonl, write_json, write_jsonl, write_text
+from pipeline.core.stage import MANIFEST, Stage, StageResult
+from pipeline.core.taxonomy import LEVELS
 from pipeline.label.common import SPLITS, latest_per_reviewer, load_reviews, split_files
-from pipeline.stage import MANIFEST, Stage, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class MergeConfig:
     # root of the versioned data set (v1/, v2/, ..., LATEST); or the records folder itself when versioned is false
     out_dir: Path = Path("runs/demo/label/dataset")
     # records folder the reviews apply to (data_prep output or an earlier version); never modified
-    base_dir: Path = Path("runs/demo/data_prep")
+    data_dir: Path = Path("runs/demo/data_prep")
     # review files (label.import / label.review outputs)
     reviews: tuple[Path, ...] = (Path("runs/demo/label/import/reviews.jsonl"),)
     # reviewer conflicts: majority (strict majority wins, ties flagged) | flag (any disagreement flagged)
@@ -56,13 +56,13 @@ class MergeConfig:
     versioned: bool = True
     # version number N to write; null = 1 + the highest existing v<N> (an existing version is an error)
     version: int | None = None
-    # a review of a sample_id that is not in base_dir: error | ignore (counted in stats)
+    # a review of a sample_id that is not in data_dir: error | ignore (counted in stats)
     unknown_samples: Literal["error", "ignore"] = "error"
 
 
 def merge_inputs(cfg: MergeConfig) -> list[Path]:
     """The base records folder and every review file."""
-    return [Path(cfg.base_dir), *map(Path, cfg.reviews)]
+    return [Path(cfg.data_dir), *map(Path, cfg.reviews)]
 
 
 # -------------------------------------------------------------------------------------- decisions
@@ -174,7 +174,7 @@ def copy_sidecars(base: Path, dest: Path) -> list[str]:
 
 def merge_records(cfg: MergeConfig, dest: Path) -> dict[str, Any]:
     """Write the merged records (+ sidecars, adjudication, changes, merge_info) into ``dest``."""
-    base = Path(cfg.base_dir)
+    base = Path(cfg.data_dir)
     reviews = load_reviews(map(Path, cfg.reviews))
     by_sample = latest_per_reviewer(reviews)
     first_seen = {row["sample_id"]: (p, line) for p, line, row in reversed(reviews)}
@@ -269,9 +269,9 @@ def publish_into(tmp: Path, root: Path) -> list[Path]:
 
 def run_merge(cfg: MergeConfig) -> StageResult:
     """Build the new version in a temp folder, then rename it into place."""
-    root, base = Path(cfg.out_dir), Path(cfg.base_dir)
+    root, base = Path(cfg.out_dir), Path(cfg.data_dir)
     if root.resolve() == base.resolve():
-        raise ConfigError("out_dir: must differ from base_dir (the previous version stays untouched)")
+        raise ConfigError("out_dir: must differ from data_dir (the previous version stays untouched)")
     root.mkdir(parents=True, exist_ok=True)
     n = cfg.version if cfg.version is not None else next_version(root)
     final = root / f"v{n}" if cfg.versioned else root

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, canonical_label
-from pipeline.io import DataError, load_jsonl, read_jsonl, write_jsonl
+from pipeline.core.io import DataError, load_jsonl, read_jsonl, write_jsonl
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, canonical_label
 from pipeline.label.common import choice_display, make_review, validate_labels
-from pipeline.stage import Stage, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from data_prep.taxonomy import LEVELS
-from pipeline.config import ConfigError
-from pipeline.io import DataError, read_jsonl, sha256_file, write_jsonl
+from pipeline.core.config import ConfigError
+from pipeline.core.io import DataError, read_jsonl, sha256_file, write_jsonl
+from pipeline.core.stage import Stage, StageResult
+from pipeline.core.taxonomy import LEVELS
 from pipeline.label.common import describe_record, extract_rationale, load_records, split_files
-from pipeline.stage import Stage, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class SelectConfig:
     # where selection.jsonl and manifest.json go
     out_dir: Path = Path("runs/demo/label/select")
     # records folder (data_prep or label.merge output) with {train,dev,test}.jsonl
-    records_dir: Path = Path("runs/demo/data_prep")
+    data_dir: Path = Path("runs/demo/data_prep")
     # evaluate-stage predictions of the current model on those records
     predictions: Path = Path("runs/demo/evaluate/predictions.jsonl")
     # splits the pool is drawn from (never select from test if test must stay untouched)
@@ -90,7 +90,7 @@ class SelectConfig:
 # ------------------------------------------------------------------------------------------ inputs
 def select_inputs(cfg: SelectConfig) -> list[Path]:
     """Records of the pool splits, the predictions and the exclusion lists."""
-    return [*split_files(cfg.records_dir, cfg.splits), Path(cfg.predictions), *map(Path, cfg.exclude)]
+    return [*split_files(cfg.data_dir, cfg.splits), Path(cfg.predictions), *map(Path, cfg.exclude)]
 
 
 def check_config(cfg: SelectConfig) -> dict[str, float]:
@@ -331,7 +331,7 @@ def build_row(sid: str, record: dict[str, Any], info: dict[str, Any], pick: tupl
 def run_select(cfg: SelectConfig) -> StageResult:
     """Score the pool, choose the batch and write ``selection.jsonl``."""
     mix = check_config(cfg)
-    records = load_records(cfg.records_dir, cfg.splits)
+    records = load_records(cfg.data_dir, cfg.splits)
     preds = group_predictions(Path(cfg.predictions), cfg.model_tag)
     skip = excluded_ids(tuple(Path(p) for p in cfg.exclude))
     pool = sorted(

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import config_to_dict
-from pipeline.io import count_rows, sha256_file, write_json
+from pipeline.core.config import config_to_dict
+from pipeline.core.io import count_rows, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class Stage:
         run: ``cfg -> StageResult``; writes only under ``cfg.out_dir``.
         default_config: path of the YAML used when ``--config`` is omitted.
         always_run: interactive/side-effect stages (e.g. ``label.review``) never skip.
+        check: ``cfg -> None``, raises ValueError/ConfigError for settings that cannot run (checked
+            before anything runs, e.g. by the profile runner for every step).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Stage:
     default_config: str | None = None
     always_run: bool = False
     help: str = ""
+    check: Callable[[Any], None] | None = None
 
 
 def expand_files(paths: list[Path]) -> list[Path]:
@@ -98,7 +101,7 @@ def package_versions() -> dict[str, str]:
 
 def git_commit() -> str | None:
     """Commit of the code that ran (``-dirty`` when the tree has changes), if in a checkout."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:

@@ -1,6 +1,16 @@
-"""Parse a model's reply into one canonical label per intent level.
+"""The answer line: the ONE module that writes and parses it.
 
-Strategy, most to least trusted (each level is filled by the first step that finds it):
+The answer line is the contract between the prompts stage (training targets), training (dev
+accuracy), evaluation (parsing replies, label-scoring candidates), data import (ChatGLM-format
+responses) and the labelling loop (a model rationale without its answer line)::
+
+    Answer: motion=flyby; operation=none; task=unclear        (en)
+    答案：运动=飞越；操作=无；任务=不明确                         (zh)
+
+Writing: :data:`ANSWER_FORMAT` (the template strings, also part of the prompts' template hash)
+and :func:`format_answer`. Recognising a line we wrote: :func:`is_answer_line`.
+
+Parsing (:func:`parse_answer`), most to least trusted (each level is filled by the first step that finds it):
 
 1. the **last** answer line (``Answer: motion=flyby; ...`` / ``答案：运动=飞越；...``), tolerant of case,
    full-width punctuation (NFKC), markdown emphasis, ``motion: x`` / ``运动意图是x`` key forms and
@@ -9,7 +19,8 @@ Strategy, most to least trusted (each level is filled by the first step that fin
 2. sentence forms anywhere in the reply, last one wins (the reference study's
    "Movement intention is flyby … Task intention is unclear", ``运动意图为飞越``);
 3. a single unambiguous label mention for the level anywhere in the reply (several distinct
-   labels of the level -> ambiguous -> None).
+   labels of the level -> ambiguous -> None); ``mentions=False`` skips this step (data import,
+   where a rationale that merely names a label must not become the label).
 
 A level that none of these fill is ``None`` (scored wrong; counted in the invalid-output rate).
 Both languages are always accepted whatever ``lang`` says, because models switch languages.
@@ -21,7 +32,40 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from data_prep.taxonomy import ALIASES, DISPLAY, LABELS, LEVELS, canonical_label
+from pipeline.core.taxonomy import ALIASES, DISPLAY, LABELS, LEVEL_DISPLAY, LEVELS, canonical_label, display
+
+# ---------------------------------------------------------------------------------------------- writing
+#: The answer line's template strings per language (the prompts stage hashes them with its templates).
+ANSWER_FORMAT: dict[str, dict[str, str]] = {
+    "en": {"answer": "Answer: {pairs}", "answer_pair": "{level}={label}", "answer_sep": "; "},
+    "zh": {"answer": "答案：{pairs}", "answer_pair": "{level}={label}", "answer_sep": "；"},
+}
+
+# A line that starts with "Answer:" / "答案：" (what format_answer writes; a reviewer may write one too)
+_ANSWER_LINE_START = re.compile(r"^\s*(answer|答案)\s*[:：]", re.IGNORECASE)
+
+
+def format_answer(labels: dict[str, str], lang: str) -> str:
+    """The fixed, parseable answer line, e.g. ``Answer: motion=flyby; operation=none; task=unclear``."""
+    t = ANSWER_FORMAT[lang]
+    pairs = t["answer_sep"].join(
+        t["answer_pair"].format(level=LEVEL_DISPLAY[lang][level], label=display(labels[level], lang))
+        for level in LEVELS
+    )
+    return t["answer"].format(pairs=pairs)
+
+
+def is_answer_line(line: str) -> bool:
+    """True for a line that starts with ``Answer:`` / ``答案：`` (any case, either colon)."""
+    return bool(_ANSWER_LINE_START.match(line))
+
+
+def strip_answer_lines(text: str) -> list[str]:
+    """The lines of ``text`` that are not answer lines (the rationale part of a CoT reply)."""
+    return [ln for ln in str(text).splitlines() if not is_answer_line(ln)]
+
+
+# ---------------------------------------------------------------------------------------------- parsing
 
 #: Words that name a level in keys (after normalisation, "intention"/"意图" etc. stripped); includes
 #: the taxonomy's LEVEL_DISPLAY names of both languages.
@@ -169,11 +213,12 @@ def parse_sentences(text: str) -> dict[str, str | None]:
     return out
 
 
-def parse_answer(text: str | None, lang: str | None = None) -> dict[str, str | None]:
+def parse_answer(text: str | None, lang: str | None = None, mentions: bool = True) -> dict[str, str | None]:
     """Parse a reply into ``{"motion": label|None, "operation": ..., "task": ...}`` (canonical labels).
 
     ``lang`` ("en"/"zh") is accepted for symmetry with the renderer; both languages are parsed
-    regardless. See the module docstring for the order of strategies.
+    regardless. ``mentions=False`` skips the last strategy (bare label mentions anywhere in the text).
+    See the module docstring for the order of strategies.
     """
     if lang not in (None, "en", "zh"):
         raise ValueError(f"lang must be 'en', 'zh' or None, got {lang!r}")
@@ -196,13 +241,27 @@ def parse_answer(text: str | None, lang: str | None = None) -> dict[str, str | N
     for level in LEVELS:
         if out[level] is None:
             out[level] = sentences[level]
-    mentions = find_label_mentions(norm, fallback_only=True)
+    if not mentions:
+        return out
+    found = find_label_mentions(norm, fallback_only=True)
     for level in LEVELS:
         if out[level] is None:
-            labels = {lab for _, _, lab, lvl in mentions if lvl == level}
+            labels = {lab for _, _, lab, lvl in found if lvl == level}
             if len(labels) == 1:
                 out[level] = labels.pop()
     return out
+
+
+def parse_reply(text: str, mentions: bool = True) -> tuple[dict[str, str | None], str | None]:
+    """Labels (:func:`parse_answer`) and the rationale: the text before the last answer line (None without one)."""
+    lines = str(text).split("\n")
+    last = None
+    for i, line in enumerate(lines):
+        m = _ANSWER_LINE.search(normalise_text(line).strip())
+        if m and m.group("body").strip():
+            last = i
+    rationale = "\n".join(lines[:last]).strip() or None if last is not None else None
+    return parse_answer(text, mentions=mentions), rationale
 
 
 def is_invalid(parsed: dict[str, str | None], levels: tuple[str, ...] = LEVELS) -> bool:
@@ -210,6 +269,7 @@ def is_invalid(parsed: dict[str, str | None], levels: tuple[str, ...] = LEVELS) 
     return any(parsed.get(level) is None for level in levels)
 
 
-__all__ = ["LEVEL_KEYS", "answer_lines", "find_label_mentions", "is_invalid", "level_of_key", "normalise_text",
-           "parse_answer", "parse_answer_body", "parse_sentences", "value_to_label"]
+__all__ = ["ANSWER_FORMAT", "LEVEL_KEYS", "answer_lines", "find_label_mentions", "format_answer", "is_answer_line",
+           "is_invalid", "level_of_key", "normalise_text", "parse_answer", "parse_answer_body", "parse_reply",
+           "parse_sentences", "strip_answer_lines", "value_to_label"]
 

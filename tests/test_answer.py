@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep.taxonomy import LABELS, LEVELS, display
-from eval.parsing import find_label_mentions, is_invalid, level_of_key, parse_answer
-from prompts_cot.render import format_answer
+from data_prep.imports import parse_answer as parse_import_answer
+from pipeline.core.answer import (
+    find_label_mentions,
+    format_answer,
+    is_answer_line,
+    is_invalid,
+    level_of_key,
+    parse_answer,
+    parse_reply,
+    strip_answer_lines,
+)
+from pipeline.core.taxonomy import LABELS, LEVELS, display
 
 NONE = {"motion": None, "operation": None, "task": None}
 
@@ -90,3 +99,30 @@ def test_display_names_of_both_languages_accepted_regardless_of_lang():
     assert display("retreat", "zh") in zh
     with pytest.raises(ValueError):
         parse_answer("x", lang="fr")
+
+
+def test_training_answer_lines_both_languages():
+    """What the train stage's dev accuracy parses (it uses this module's parser, no local copy)."""
+    assert parse_answer("reasoning...\nAnswer: motion=fly-around; operation=none; task=observation") == \
+        {"motion": "fly_around", "operation": "none", "task": "observation"}
+    assert parse_answer("答案：运动=飞越；操作=拍照；任务=观测") == \
+        {"motion": "flyby", "operation": "photographing", "task": "observation"}
+    assert parse_answer("no idea") == {"motion": None, "operation": None, "task": None}
+
+
+def test_reply_rationale_and_answer_line_helpers():
+    text = "Range falls then rises.\nNever near zero.\nAnswer: motion=flyby; operation=none; task=unclear"
+    labels, rationale = parse_reply(text)
+    assert labels == {"motion": "flyby", "operation": "none", "task": "unclear"}
+    assert rationale == "Range falls then rises.\nNever near zero."
+    assert strip_answer_lines(text) == ["Range falls then rises.", "Never near zero."]
+    assert is_answer_line("答案：运动=飞越") and is_answer_line("  answer: x") and not is_answer_line("The answer is")
+    assert parse_reply("no answer line")[1] is None
+
+
+def test_import_parser_ignores_labels_merely_mentioned_in_the_rationale():
+    """Data import uses the same parser without the bare-mention fallback."""
+    text = "It is not docking.\nAnswer: motion=approach"
+    labels, rationale = parse_import_answer(text)
+    assert labels == {"motion": "approach", "operation": None, "task": None} and rationale == "It is not docking."
+    assert parse_answer(text)["operation"] == "docking"  # evaluation's fallback does read the mention

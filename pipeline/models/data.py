@@ -3,7 +3,7 @@
 One training example is ``source + target``:
 
 * **source** = ``build_chat_prompt(tokenizer, prompt)`` tokenised exactly as inference does
-  (:func:`pipeline.modeling.encode_chat_prompt`), at most ``max_source_len`` tokens. When it is
+  (:func:`pipeline.models.lm.encode_chat_prompt`), at most ``max_source_len`` tokens. When it is
   too long the *prompt body* is cut (``truncation_side``: ``left`` drops its beginning, ``right``
   its end) and the chat wrapper is re-applied, so the template head and the assistant-turn suffix
   (e.g. ``<|im_start|>assistant\\n`` / ChatGLM's ``答：``) always survive.
@@ -21,13 +21,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.io import DataError, read_jsonl
+from pipeline.models.lm import encode_chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ class Example:
         return len(self.input_ids)
 
 
-def read_prompt_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Prompts-stage rows; ``prompt`` and ``response`` must be non-empty strings (DataError otherwise)."""
-    rows: list[dict[str, Any]] = []
-    for lineno, row in read_jsonl(path):
-        for field in ("prompt", "response"):
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise DataError(path, lineno, field, "missing or not a non-empty string")
-        row.setdefault("sample_id", f"{path.stem}-{lineno}")
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
-    if not rows:
-        raise DataError(path, None, None, "no rows")
-    return rows
-
-
 def encode_source(tokenizer: Any, prompt: str, max_len: int, side: str = "left") -> tuple[list[int], bool]:
     """Chat-formatted prompt ids (at most ``max_len``) and whether the body was cut.
 
@@ -71,8 +54,6 @@ def encode_source(tokenizer: Any, prompt: str, max_len: int, side: str = "left")
     the body is shortened at token level, decoded and re-wrapped; re-tokenising can move a token
     across the cut, so we shrink by the remaining excess until it fits (two rounds in practice).
     """
-    from pipeline.modeling import encode_chat_prompt
-
     ids = encode_chat_prompt(tokenizer, prompt)
     if len(ids) <= max_len:
         return ids, False
@@ -204,5 +185,4 @@ __all__ = [
     "encode_rows",
     "encode_source",
     "encode_target",
-    "read_prompt_rows",
 ]

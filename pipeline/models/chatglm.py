@@ -64,7 +64,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from pipeline.io import DataError, read_json_object, write_json
+from pipeline.core.io import DataError, read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +572,7 @@ def format_glm_prompt(prompt: str, variant: Variant = "chatglm2") -> str:
 
 
 def load_tokenizer(model_dir: str | Path):
-    """The converted folder's tokenizer with a ``build_glm_prompt(prompt)`` hook for :mod:`pipeline.modeling`."""
+    """The converted folder's tokenizer with a ``build_glm_prompt(prompt)`` hook for :mod:`pipeline.models.lm`."""
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
@@ -678,10 +678,10 @@ def ensure_converted(src: str | Path, cache_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.chatglm SRC [DST]``: convert SRC to DST (default: the model cache); print the folder."""
+    """``python -m pipeline.models.chatglm SRC [DST]``: convert SRC to DST (default: the model cache); print the folder."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.chatglm", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.models.chatglm", description=main.__doc__)
     parser.add_argument("src", help="ChatGLM2/3 folder (config.json, tokenizer.model, weights)")
     parser.add_argument("dst", nargs="?", help="output folder (default: $GLM_PIPELINE_CACHE/chatglm/<name>-<hash>)")
     args = parser.parse_args(argv)
@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dst:
         out = convert_chatglm_to_glm(args.src, args.dst)
     else:
-        from pipeline.model_store import cache_dir
+        from pipeline.models.cache import cache_dir
 
         out = ensure_converted(args.src, cache_dir())
     print(out)

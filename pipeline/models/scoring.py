@@ -1,7 +1,7 @@
 """Answer a batch of prompts in the two scoring modes, and measure their throughput.
 
-* **generate**: greedy batched decoding (:func:`pipeline.predict.generate_timed`), then
-  :func:`eval.parsing.parse_answer`.
+* **generate**: greedy batched decoding (:func:`pipeline.models.generation.generate_timed`), then
+  :func:`pipeline.core.answer.parse_answer`.
 * **score** (label scoring): for each level, the candidates are the level's labels in display form
   for the row's language, written as the *answer line the trained model emits*, cut right after
   the candidate and its separator: ``Answer: motion=flyby;`` then
@@ -26,21 +26,29 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
-from eval.metrics import softmax
-from eval.parsing import parse_answer
+from pipeline.core.answer import format_answer, parse_answer
+from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
+from pipeline.methods.base import eval_mode
+from pipeline.models.generation import generate_timed, length_sorted_batches, pad_left, pad_right, score_ids
+from pipeline.models.lm import encode_chat_prompt, positions_from_mask
+from pipeline.models.tokenizer import pad_token_id
 
 log = logging.getLogger(__name__)
+
+
+def softmax(logp: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax of log-scores ``(..., k)``."""
+    from scipy.special import logsumexp
+
+    return np.exp(logp - logsumexp(logp, axis=axis, keepdims=True))
 
 
 def answer_candidate(prior: dict[str, str], level: str, label: str, lang: str) -> str:
     """The answer-line text up to and including ``label`` at ``level`` (plus its separator).
 
     ``prior`` holds the labels of the levels before ``level``. Built from
-    :func:`prompts_cot.render.format_answer` so the text matches the trained response exactly.
+    :func:`pipeline.core.answer.format_answer` so the text matches the trained response exactly.
     """
-    from prompts_cot.render import format_answer
-
     filled = {lvl: prior.get(lvl) or LABELS[lvl][0] for lvl in LEVELS}
     filled[level] = label
     line = format_answer(filled, lang)
@@ -68,7 +76,7 @@ def shared_token_prefix(cand_ids: Sequence[Sequence[int]]) -> int:
 
 def score_group(lm: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[str],
                 batch_size: int = 8) -> np.ndarray:
-    """Summed log-probs ``(n, k)`` of candidate replies; equal to :func:`pipeline.predict.score_candidates`
+    """Summed log-probs ``(n, k)`` of candidate replies; equal to :func:`pipeline.models.generation.score_candidates`
     up to a per-row constant.
 
     Each candidate is tokenized whole (as training tokenizes the response); the token prefix all
@@ -79,25 +87,17 @@ def score_group(lm: Any, tokenizer: Any, prompts: Sequence[str], candidates: Seq
     """
     import torch
 
-    from pipeline.modeling import encode_chat_prompt
-    from pipeline.predict import length_sorted_batches, score_ids
-
     cand_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
     if any(not c for c in cand_ids):
         raise ValueError(f"a candidate tokenizes to nothing: {list(candidates)!r}")
     common = shared_token_prefix(cand_ids)
     suffixes = [c[common:] for c in cand_ids]
     encoded = [encode_chat_prompt(tokenizer, p) + list(cand_ids[0][:common]) for p in prompts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     scores = np.zeros((len(prompts), len(candidates)), dtype=np.float64)
-    was_training = lm.training
-    lm.eval()
-    try:
-        with torch.no_grad():
-            for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
-                scores[batch] = score_ids(lm, [encoded[i] for i in batch], suffixes, int(pad)).double().cpu().numpy()
-    finally:
-        lm.train(was_training)
+    with eval_mode(lm), torch.no_grad():
+        for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
+            scores[batch] = score_ids(lm, [encoded[i] for i in batch], suffixes, pad).double().cpu().numpy()
     return scores
 
 
@@ -114,9 +114,6 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
     import copy
 
     import torch
-
-    from pipeline.modeling import positions_from_mask
-    from pipeline.predict import pad_left, pad_right
 
     device = lm.device
     b = len(prompt_ids)
@@ -171,27 +168,19 @@ def score_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[
     """
     import torch
 
-    from pipeline.modeling import encode_chat_prompt
-    from pipeline.predict import length_sorted_batches
-
     n = len(prompts)
     results: list[tuple[dict[str, str], dict[str, dict[str, float]]] | None] = [None] * n
     encoded = [encode_chat_prompt(tokenizer, p) for p in prompts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     by_lang: dict[str, list[int]] = defaultdict(list)
     for i in range(n):
         by_lang[langs[i]].append(i)
-    was_training = lm.training
-    lm.eval()
-    try:
-        with torch.no_grad():
-            for lang, idx in by_lang.items():
-                for batch in length_sorted_batches([len(encoded[i]) for i in idx], batch_size):
-                    rows = [idx[j] for j in batch]
-                    for i, res in zip(rows, _score_levels_batch(lm, tokenizer, [encoded[i] for i in rows], lang, int(pad))):
-                        results[i] = res
-    finally:
-        lm.train(was_training)
+    with eval_mode(lm), torch.no_grad():
+        for lang, idx in by_lang.items():
+            for batch in length_sorted_batches([len(encoded[i]) for i in idx], batch_size):
+                rows = [idx[j] for j in batch]
+                for i, res in zip(rows, _score_levels_batch(lm, tokenizer, [encoded[i] for i in rows], lang, pad)):
+                    results[i] = res
     return [{"parsed": parsed, "probs": probs, "output": format_scored(parsed, langs[i])}
             for i, (parsed, probs) in enumerate(results)]  # type: ignore[misc]
 
@@ -222,16 +211,12 @@ def score_rows_per_level(lm: Any, tokenizer: Any, prompts: Sequence[str], langs:
 
 def format_scored(parsed: dict[str, str], lang: str) -> str:
     """The answer line the scored labels correspond to (the ``output`` field of score-mode rows)."""
-    from prompts_cot.render import format_answer
-
     return format_answer(parsed, lang)
 
 
 def generate_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
                   batch_size: int = 8, max_new_tokens: int = 128) -> list[dict[str, Any]]:
     """Greedy replies, parsed; per row ``{"output", "parsed", "latency_s"}``."""
-    from pipeline.predict import generate_timed
-
     replies = generate_timed(lm, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size)
     return [{"output": text, "parsed": parse_answer(text, lang), "latency_s": lat}
             for (text, lat), lang in zip(replies, langs)]
@@ -276,5 +261,5 @@ def benchmark_throughput(lm: Any, tokenizer: Any, prompts: Sequence[str], langs:
     return out
 
 
-__all__ = ["answer_candidate", "answer_rows", "benchmark_throughput", "format_scored", "generate_rows", "score_group",
+__all__ = ["answer_candidate", "softmax", "answer_rows", "benchmark_throughput", "format_scored", "generate_rows", "score_group",
            "score_rows", "score_rows_per_level", "shared_token_prefix"]

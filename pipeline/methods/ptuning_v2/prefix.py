@@ -35,7 +35,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pipeline.io import DataError, atomic_path, write_json
+from pipeline.core.io import DataError, atomic_path, write_json
+from pipeline.methods.base import ArchFacts, eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -84,62 +85,6 @@ class PrefixConfig:
         """Build from a dict, ignoring keys that are not fields (arch facts, spec, ...)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclasses.dataclass(frozen=True)
-class ArchFacts:
-    """Shape facts of a decoder-only model that a prefix must match."""
-
-    num_layers: int
-    kv_heads: int
-    head_dim: int
-    hidden_size: int
-    model_type: str = ""
-
-    @property
-    def kv_dim(self) -> int:
-        """Width of one layer's key (or value) for one token: ``kv_heads * head_dim``."""
-        return self.kv_heads * self.head_dim
-
-    @property
-    def row_dim(self) -> int:
-        """Width of one virtual token's encoder output: ``num_layers * 2 * kv_dim``."""
-        return self.num_layers * 2 * self.kv_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        return dataclasses.asdict(self)
-
-
-def _first_attr(config: Any, names: tuple[str, ...]) -> Any:
-    """First non-None attribute of ``config`` among ``names`` (None if none)."""
-    for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def arch_facts(config: Any) -> ArchFacts:
-    """Derive layers / kv heads / head dim from any HF config (Llama, Qwen2, GLM, GLM-4, GPT-2, ChatGLM).
-
-    kv heads: ``num_key_value_heads``, else ChatGLM's ``multi_query_group_num`` (when
-    ``multi_query_attention``), else the attention heads. head dim: ``head_dim`` / ``kv_channels``,
-    else hidden / heads.
-    """
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config(decoder=True)
-    layers = _first_attr(config, ("num_hidden_layers", "n_layer", "num_layers"))
-    heads = _first_attr(config, ("num_attention_heads", "n_head", "num_heads"))
-    hidden = _first_attr(config, ("hidden_size", "n_embd", "d_model"))
-    if layers is None or heads is None or hidden is None:
-        raise ValueError(f"cannot read layers/heads/hidden size from config of type {type(config).__name__}")
-    kv_heads = getattr(config, "num_key_value_heads", None)
-    if kv_heads is None and getattr(config, "multi_query_attention", False):
-        kv_heads = getattr(config, "multi_query_group_num", None)
-    kv_heads = kv_heads or heads
-    head_dim = _first_attr(config, ("head_dim", "kv_channels")) or hidden // heads
-    return ArchFacts(int(layers), int(kv_heads), int(head_dim), int(hidden), str(getattr(config, "model_type", "")))
 
 
 def split_key_values(flat: torch.Tensor, facts: ArchFacts) -> KeyValues:
@@ -272,12 +217,8 @@ def export_static_prefix(
     export into a folder holding a trainable ``prefix.safetensors`` you still need: the JSON is shared.
     """
     out_dir = Path(out_dir)
-    was_training = encoder.training
-    encoder.eval()
-    try:
+    with eval_mode(encoder):
         pairs = encoder.key_values(1)
-    finally:
-        encoder.train(was_training)
     kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in pairs]).to("cpu", torch.float32).contiguous()
     path = out_dir / PREFIX_STATIC
     with atomic_path(path) as tmp:

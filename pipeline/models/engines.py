@@ -1,4 +1,9 @@
-"""Training engines for a :class:`~pipeline.modeling.PrefixLM`: DeepSpeed (default) and plain torch.
+"""Training engines for a :class:`~pipeline.models.lm.PrefixLM`: DeepSpeed (default) and plain torch.
+
+Both implement the one :class:`Engine` interface (``module``, ``train_step``, ``save_state``,
+``load_state``, ``gathered_prefix``) and take the optimisation settings as one typed
+:class:`OptimConfig` (the train config's ``optim`` section); the DeepSpeed engine additionally
+takes its JSON config and the weights dtype.
 
 Both engines run one optimizer step over ``gradient_accumulation_steps`` micro-batches with the
 same math: mean token loss per micro-batch, averaged over the micro-batches; gradient norm
@@ -17,21 +22,46 @@ CPU accelerator and the gloo backend (the first start JIT-builds its small share
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation settings (the ``optim`` section of a train config); defaults = ChatGLM2 ``ptuning/train.sh``."""
+
+    # peak learning rate (reference: 2e-2; prefix tuning needs a large lr)
+    learning_rate: float = 2e-2
+    # AdamW weight decay (reference: 0)
+    weight_decay: float = 0.0
+    # AdamW betas and epsilon (HF Trainer defaults)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    # linear warmup steps from 0 to the peak lr, then linear decay to 0 at max_steps
+    warmup_steps: int = 0
+    # optimizer steps (reference: 3000)
+    max_steps: int = 3000
+    # rows per micro-batch per device (reference: 1)
+    per_device_batch_size: int = 1
+    # micro-batches per optimizer step (reference: 16)
+    gradient_accumulation_steps: int = 16
+    # clip the gradient L2 norm to this value; 0 = no clipping (reference: 1.0)
+    max_grad_norm: float = 1.0
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -67,32 +97,32 @@ def grad_norm(params: Sequence[torch.nn.Parameter]) -> float | None:
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
 
-def build_optimizer(params: Sequence[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float,
-                    weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(params: Sequence[torch.nn.Parameter], optim: OptimConfig) -> torch.optim.AdamW:
     """torch AdamW (the reference's HF Trainer optimizer; weight decay 0 by default)."""
-    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=optim.learning_rate, betas=optim.adam_betas, eps=optim.adam_eps,
+                             weight_decay=optim.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int) -> Any:
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig) -> Any:
     """Linear warmup from 0 to the peak lr over ``warmup_steps``, then linear decay to 0 at ``max_steps``."""
     from transformers import get_linear_schedule_with_warmup
 
-    return get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
+    return get_linear_schedule_with_warmup(optimizer, optim.warmup_steps, optim.max_steps)
 
 
-def fill_deepspeed_config(raw: dict[str, Any], *, micro_batch: int, grad_accum: int, clip: float, lr: float,
-                          betas: tuple[float, float], eps: float, weight_decay: float, warmup_steps: int,
-                          max_steps: int, dtype: str, on_gpu: bool, world_size: int) -> dict[str, Any]:
+def fill_deepspeed_config(raw: dict[str, Any], optim: OptimConfig, *, dtype: str, on_gpu: bool,
+                          world_size: int) -> dict[str, Any]:
     """Replace every ``"auto"`` in a DeepSpeed JSON with our config's value.
 
     Precision: ``bf16``/``fp16`` are enabled only on GPU and only for the matching ``dtype``;
     on CPU both are forced off (fp32). ``train_batch_size`` = micro * accumulation * world size.
     """
     cfg = copy.deepcopy(raw)
+    micro_batch, grad_accum = optim.per_device_batch_size, optim.gradient_accumulation_steps
     known = {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": grad_accum,
-        "gradient_clipping": clip,
+        "gradient_clipping": optim.max_grad_norm,
         "train_batch_size": micro_batch * grad_accum * world_size,
     }
     for key, value in known.items():
@@ -104,15 +134,16 @@ def fill_deepspeed_config(raw: dict[str, Any], *, micro_batch: int, grad_accum: 
         section["enabled"] = bool(on_gpu and dtype == wanted) if enabled == AUTO else bool(enabled and on_gpu)
     opt = cfg.get("optimizer")
     if opt is not None:
-        fills = {"lr": lr, "betas": list(betas), "eps": eps, "weight_decay": weight_decay}
+        fills = {"lr": optim.learning_rate, "betas": list(optim.adam_betas), "eps": optim.adam_eps,
+                 "weight_decay": optim.weight_decay}
         params = opt.setdefault("params", {})
         for key, value in fills.items():
             if params.get(key, AUTO) == AUTO:
                 params[key] = value
     sched = cfg.get("scheduler")
     if sched is not None:
-        fills = {"warmup_min_lr": 0.0, "warmup_max_lr": lr, "warmup_num_steps": warmup_steps,
-                 "total_num_steps": max_steps, "warmup_type": "linear"}
+        fills = {"warmup_min_lr": 0.0, "warmup_max_lr": optim.learning_rate, "warmup_num_steps": optim.warmup_steps,
+                 "total_num_steps": optim.max_steps, "warmup_type": "linear"}
         params = sched.setdefault("params", {})
         for key, value in fills.items():
             if params.get(key, AUTO) == AUTO:
@@ -133,17 +164,56 @@ def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ engines
-class TorchEngine:
+class Engine(abc.ABC):
+    """What the train recipe needs from an engine; both engines implement all of it.
+
+    Attributes: ``name`` (written into checkpoints: a resume must use the same engine), ``rank`` and
+    ``world_size`` (data parallelism), ``zero_stage`` (DeepSpeed ZeRO stage, None for torch).
+    """
+
+    name: ClassVar[str]
+    rank: int = 0
+    world_size: int = 1
+    zero_stage: int | None = None
+
+    @property
+    @abc.abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The (possibly wrapped-then-unwrapped) PrefixLM being trained."""
+
+    @abc.abstractmethod
+    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches (each ``input_ids``,
+        ``attention_mask``, ``labels`` of shape ``(B, T)``); returns ``(mean loss, grad norm, lr used)``."""
+
+    @abc.abstractmethod
+    def save_state(self, ckpt_dir: Path) -> dict[str, Any]:
+        """Save what a resume needs (every rank calls this); returns entries for ``trainer_state.pt``."""
+
+    @abc.abstractmethod
+    def load_state(self, ckpt_dir: Path, state: dict[str, Any]) -> None:
+        """Restore the prefix weights, optimizer and scheduler from a checkpoint folder and its trainer state."""
+
+    @abc.abstractmethod
+    def gathered_prefix(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which the full prefix weights are local (collective under ZeRO-3)."""
+
+    def check_micro_batches(self, micro_batches: Sequence[Any], grad_accum: int) -> None:
+        """Refuse a step whose micro-batch count is not ``gradient_accumulation_steps``."""
+        if len(micro_batches) != grad_accum:
+            raise ValueError("micro-batch count must equal gradient_accumulation_steps")
+
+
+class TorchEngine(Engine):
     """Plain torch: AdamW + linear schedule + clipping over the prefix parameters (single process)."""
 
     name = "torch"
 
-    def __init__(self, lm: torch.nn.Module, *, lr: float, betas: tuple[float, float], eps: float,
-                 weight_decay: float, warmup_steps: int, max_steps: int, grad_accum: int, clip: float):
-        self.lm, self.grad_accum, self.clip = lm, grad_accum, clip
+    def __init__(self, lm: torch.nn.Module, optim: OptimConfig):
+        self.lm, self.optim = lm, optim
         self.params = list(lm.trainable_parameters())
-        self.optimizer = build_optimizer(self.params, lr, betas, eps, weight_decay)
-        self.scheduler = build_scheduler(self.optimizer, warmup_steps, max_steps)
+        self.optimizer = build_optimizer(self.params, optim)
+        self.scheduler = build_scheduler(self.optimizer, optim)
         self.rank, self.world_size = 0, 1
 
     @property
@@ -152,6 +222,8 @@ class TorchEngine:
 
     def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
         """One optimizer step; returns ``(mean loss, pre-clip grad norm, lr used)``."""
+        self.check_micro_batches(micro_batches, self.optim.gradient_accumulation_steps)
+        clip = self.optim.max_grad_norm
         self.lm.train()
         lr = self.scheduler.get_last_lr()[0]
         total = 0.0
@@ -159,7 +231,7 @@ class TorchEngine:
             loss = self.lm(**mb).loss
             (loss / len(micro_batches)).backward()
             total += float(loss.detach())
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip)) if self.clip > 0 else grad_norm(self.params)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip)) if clip > 0 else grad_norm(self.params)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -170,7 +242,12 @@ class TorchEngine:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state(self, ckpt_dir: Path, state: dict[str, Any]) -> None:
-        """Restore what :meth:`save_state` returned."""
+        """Restore the prefix weights (``prefix.safetensors``) and what :meth:`save_state` returned."""
+        from safetensors.torch import load_file
+
+        from pipeline.methods.ptuning_v2 import PREFIX_WEIGHTS
+
+        self.lm.prefix.load_state_dict(load_file(str(Path(ckpt_dir) / PREFIX_WEIGHTS)))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -180,7 +257,7 @@ class TorchEngine:
         yield
 
 
-class DeepSpeedEngine:
+class DeepSpeedEngine(Engine):
     """``deepspeed.initialize`` over the PrefixLM with only the prefix parameters trainable.
 
     Optimizer/scheduler state lives in a DeepSpeed checkpoint (``<ckpt>/deepspeed/``, frozen base
@@ -190,9 +267,7 @@ class DeepSpeedEngine:
     name = "deepspeed"
     TAG = "state"
 
-    def __init__(self, lm: torch.nn.Module, *, config_path: Path, lr: float, betas: tuple[float, float], eps: float,
-                 weight_decay: float, warmup_steps: int, max_steps: int, grad_accum: int, clip: float,
-                 micro_batch: int, dtype: str):
+    def __init__(self, lm: torch.nn.Module, optim: OptimConfig, *, config_path: Path, dtype: str):
         init_distributed_env()
         import deepspeed
 
@@ -202,10 +277,7 @@ class DeepSpeedEngine:
         deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False)
         self.rank, self.world_size = dist_rank_world()
         raw = json.loads(Path(config_path).read_text(encoding="utf-8"))
-        self.ds_config = fill_deepspeed_config(
-            raw, micro_batch=micro_batch, grad_accum=grad_accum, clip=clip, lr=lr, betas=betas, eps=eps,
-            weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps, dtype=dtype,
-            on_gpu=on_gpu, world_size=self.world_size)
+        self.ds_config = fill_deepspeed_config(raw, optim, dtype=dtype, on_gpu=on_gpu, world_size=self.world_size)
         self.zero_stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
         params = list(lm.trainable_parameters())
         if self.zero_stage == 3 and getattr(lm, "prefix", None) is not None:
@@ -215,9 +287,9 @@ class DeepSpeedEngine:
                 deepspeed.zero.register_external_parameter(lm.prefix, p)
         optimizer = scheduler = None
         if "optimizer" not in self.ds_config:
-            optimizer = build_optimizer(params, lr, betas, eps, weight_decay)
+            optimizer = build_optimizer(params, optim)
             if "scheduler" not in self.ds_config:
-                scheduler = build_scheduler(optimizer, warmup_steps, max_steps)
+                scheduler = build_scheduler(optimizer, optim)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=lm, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
         self.params = params
@@ -234,8 +306,7 @@ class DeepSpeedEngine:
 
     def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
         """One optimizer step (DeepSpeed scales each loss by 1/accumulation and steps on the boundary)."""
-        if len(micro_batches) != self.engine.gradient_accumulation_steps():
-            raise ValueError("micro-batch count must equal gradient_accumulation_steps")
+        self.check_micro_batches(micro_batches, self.engine.gradient_accumulation_steps())
         self.engine.train()
         lr = self.current_lr()
         total, norm = 0.0, None
@@ -302,19 +373,24 @@ class DeepSpeedEngine:
             yield
 
 
-def build_engine(kind: str, lm: torch.nn.Module, **kwargs: Any) -> TorchEngine | DeepSpeedEngine:
-    """``"torch"`` or ``"deepspeed"`` engine; ``kwargs`` are the optimisation settings."""
+def build_engine(kind: str, lm: torch.nn.Module, optim: OptimConfig, *, deepspeed_config: Path,
+                 dtype: str) -> Engine:
+    """The ``"torch"`` or ``"deepspeed"`` engine over ``lm``.
+
+    ``deepspeed_config`` (a DeepSpeed JSON) and ``dtype`` configure DeepSpeed; the torch engine
+    trains ``lm`` in the dtype it was loaded in and has no JSON config.
+    """
     if kind == "torch":
-        for key in ("config_path", "micro_batch", "dtype"):
-            kwargs.pop(key, None)
-        return TorchEngine(lm, **kwargs)
+        return TorchEngine(lm, optim)
     if kind == "deepspeed":
-        return DeepSpeedEngine(lm, **kwargs)
+        return DeepSpeedEngine(lm, optim, config_path=deepspeed_config, dtype=dtype)
     raise ValueError(f"unknown engine {kind!r}; choose torch or deepspeed")
 
 
 __all__ = [
     "DeepSpeedEngine",
+    "Engine",
+    "OptimConfig",
     "TorchEngine",
     "build_engine",
     "build_optimizer",

@@ -41,17 +41,18 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from pipeline.prefix import (
-    ArchFacts,
+from pipeline.methods.base import ArchFacts, arch_facts
+from pipeline.methods.ptuning_v2 import (
     KeyValues,
     PrefixConfig,
     PrefixEncoder,
     StaticPrefix,
-    arch_facts,
     export_static_prefix,
     load_prefix,
     save_prefix,
 )
+from pipeline.models.store import resolve_model_dir
+from pipeline.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class PrefixLM(nn.Module):
                 module.training = mode
                 module._can_checkpoint_with_cache = True  # our prefix layers are read-only: replay-safe
 
-    # -- building blocks (used by pipeline.predict too)
+    # -- building blocks (used by pipeline.models.generation too)
     def prefix_key_values(self, batch_size: int) -> KeyValues | None:
         """Per-layer prefix ``(key, value)``, each ``(batch_size, kv_heads, P, head_dim)``; None without prefix."""
         if self.prefix is None:
@@ -325,33 +326,6 @@ class PrefixLM(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- loading
-def load_tokenizer(model_dir: str | Path) -> Any:
-    """The model's tokenizer with a pad token (eos when missing). Padding side is set per use."""
-    from transformers import AutoTokenizer
-
-    try:  # a ChatGLM conversion may ship its own tokenizer loader (with build_glm_prompt)
-        from pipeline import chatglm  # type: ignore[attr-defined]
-
-        loader = getattr(chatglm, "load_tokenizer", None)
-    except ImportError:
-        loader = None
-    tokenizer = loader(model_dir) if loader is not None and _is_glm_dir(model_dir) else None
-    if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _is_glm_dir(model_dir: str | Path) -> bool:
-    try:
-        from pipeline import chatglm  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    check = getattr(chatglm, "is_converted_dir", None) or getattr(chatglm, "is_chatglm_dir", None)
-    return bool(check and check(Path(model_dir)))
-
-
 def load_base_model(model_dir: str | Path, dtype: str = "float32", device: str = "cpu") -> nn.Module:
     """``AutoModelForCausalLM`` from a local folder, SDPA attention when the architecture has it."""
     from transformers import AutoModelForCausalLM
@@ -381,8 +355,6 @@ def load_model(
 
     The prefix parameters stay float32 whatever ``dtype`` the base model gets (cast per forward).
     """
-    from pipeline.model_store import resolve_model_dir
-
     model_dir = resolve_model_dir(spec)
     model = load_base_model(model_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(model_dir)
