@@ -2,7 +2,8 @@
 # One round of the domain-expert labelling loop (demo profile); every step is a `python -m pipeline ...`
 # stage and is skipped when up to date, so the script can simply be re-run after the expert step.
 #
-#   bash scripts/labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--policy majority|flag]
+#   bash scripts/labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--users USERS.json]
+#                                        [--policy majority|flag]
 #
 #   round 1 starts from the demo run: $RUN_ROOT/data_prep (+ prompts, train/best); RUN_ROOT defaults to runs/demo;
 #   round N>1 starts from the dataset version and model that round N-1 produced.
@@ -11,16 +12,20 @@
 #   (expert: Label Studio with tasks.json + labeling_config.xml, and/or the terminal `label review`)
 #   -> label import -> label agreement -> label merge (new dataset version) -> prompts -> train -> evaluate.
 # Without --review / --label-studio the script stops after the export and prints what to do next.
+# Label Studio exports name reviewers by user id; --users gives the server's user list (default: the
+# users.json next to the first export, which `scripts/label_studio_server.py pull` writes) so reviews
+# carry e-mails instead of user-<id>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
-ROUND="${1:?usage: labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--policy P]}"
+ROUND="${1:?usage: labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--users USERS.json] [--policy P]}"
 shift
-REVIEWERS=(); LS_EXPORTS=(); POLICY=majority
+REVIEWERS=(); LS_EXPORTS=(); POLICY=majority; USERS=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --review) REVIEWERS+=("$2"); shift 2 ;;
     --label-studio) LS_EXPORTS+=("$2"); shift 2 ;;
+    --users) USERS="$2"; shift 2 ;;
     --policy) POLICY="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -59,9 +64,14 @@ step "3/9 export Label Studio tasks + labelling config + plain JSONL"
 if [[ ${#REVIEWERS[@]} -eq 0 && ${#LS_EXPORTS[@]} -eq 0 ]]; then
   cat <<EOF
 === expert step. Either
-  * Label Studio: new project, Settings > Labeling Interface > Code: paste $L/export/labeling_config.xml;
-    Import $L/export/tasks.json (pre-annotations included); annotate; Export > JSON; then
-    bash scripts/labelling_loop.sh $ROUND --label-studio path/to/export.json
+  * Label Studio (README "Expert labelling loop" has the details):
+      python scripts/label_studio_server.py start            # other terminal; installs it on first use
+      python scripts/label_studio_server.py push $L/export --title "round $ROUND"
+    experts annotate at the printed URL; then, with the project id push printed:
+      python scripts/label_studio_server.py pull PROJECT_ID $L/label_studio
+      bash scripts/labelling_loop.sh $ROUND --label-studio $L/label_studio/export.json
+    (or by hand: paste $L/export/labeling_config.xml, import $L/export/tasks.json, Export > JSON,
+    and pass the user list with --users)
   * or the terminal tool (resumable; q quits):
     bash scripts/labelling_loop.sh $ROUND --review your_name
 EOF
@@ -77,8 +87,12 @@ done
 [[ ${#REVIEWERS[@]} -gt 0 ]] && REVIEW_FILES+=("$L/review/reviews.jsonl")
 if [[ ${#LS_EXPORTS[@]} -gt 0 ]]; then
   step "5/9 import the Label Studio export(s)"
+  if [[ -z "$USERS" && -f "$(dirname "${LS_EXPORTS[0]}")/users.json" ]]; then
+    USERS="$(dirname "${LS_EXPORTS[0]}")/users.json"
+  fi
   "$PY" -m pipeline label import --config pipeline/label/configs/import_demo.yaml \
-    out_dir="$L/import" "label_studio=$(join "${LS_EXPORTS[@]}")"
+    out_dir="$L/import" "label_studio=$(join "${LS_EXPORTS[@]}")" "tasks=[$L/export/tasks.jsonl]" \
+    users="${USERS:-null}"
   REVIEW_FILES+=("$L/import/reviews.jsonl")
 fi
 

@@ -73,29 +73,38 @@ def run(stage, yaml_name: str, *overrides: str):
 
 
 def annotate_in_label_studio(tasks_json: Path, out: Path) -> Path:
-    """What a Label Studio JSON export of the exported tasks looks like after two experts worked on them."""
+    """A Label Studio JSON export of the exported tasks after two experts worked on them.
+
+    Same shape as a real 1.23 server writes (``tests/fixtures/label_studio/export_json.json``):
+    prediction ids, integer ``completed_by``, ``parent_prediction`` and region ``origin``s.
+    """
     tasks = json.loads(tasks_json.read_text())
     for tid, task in enumerate(tasks, start=1):
         task["id"] = tid
-        preds = task.get("predictions") or []
+        preds = task.pop("predictions", None) or []
+        task["predictions"] = [tid] if preds else []
         # without a pre-annotation (the model's answer did not parse) the experts label from scratch
-        pred = preds[0]["result"] if preds else [
-            {"id": f"x-{lev}", "from_name": lev, "to_name": "text", "type": "choices", "value": {"choices": [lab]}}
+        pred = [dict(r, origin="prediction") for r in preds[0]["result"]] if preds else [
+            {"id": f"x-{lev}", "from_name": lev, "to_name": "text", "type": "choices", "value": {"choices": [lab]},
+             "origin": "manual"}
             for lev, lab in (("motion", "flyby"), ("operation", "photographing"), ("task", "observation"))
-        ] + [{"id": "x-r", "from_name": "rationale", "to_name": "text", "type": "textarea", "value": {"text": ["."]}}]
+        ] + [{"id": "x-r", "from_name": "rationale", "to_name": "text", "type": "textarea", "value": {"text": ["."]},
+              "origin": "manual"}]
         anns = []
         for uid in (1, 2):
             result = json.loads(json.dumps(pred))  # experts start from the pre-annotation
             if uid == 1 and task["data"]["sample_id"] == "train-0":  # alice corrects the motion and the reasoning
-                result = [r for r in result if r["from_name"] not in ("motion", "rationale")] + [
-                    {"id": "m", "from_name": "motion", "to_name": "text", "type": "choices",
-                     "value": {"choices": ["flyby"]}},
-                    {"id": "r", "from_name": "rationale", "to_name": "text", "type": "textarea",
-                     "value": {"text": ["Range falls then rises, never near zero: flyby."]}}]
+                for region in result:
+                    if region["from_name"] == "motion":
+                        region.update(value={"choices": ["flyby"]}, origin="prediction-changed")
+                    if region["from_name"] == "rationale":
+                        region.update(value={"text": ["Range falls then rises, never near zero: flyby."]},
+                                      origin="prediction-changed")
             anns.append({"id": 100 * tid + uid, "completed_by": uid, "was_cancelled": False, "lead_time": 5.0,
                          "created_at": "2025-03-01T10:00:00Z", "updated_at": f"2025-03-01T10:0{uid}:00Z",
-                         "result": result})
-        anns.append({"id": 100 * tid + 9, "completed_by": 3, "was_cancelled": True, "result": []})
+                         "result": result, "parent_prediction": tid if preds else None})
+        anns.append({"id": 100 * tid + 9, "completed_by": 3, "was_cancelled": True, "result": json.loads(json.dumps(pred)),
+                     "parent_prediction": tid if preds else None})
         task["annotations"] = anns
     out.write_text(json.dumps(tasks))
     return out
@@ -130,8 +139,8 @@ def label_round(tmp: Path, records: Path, predictions: Path, fake: bool = True) 
     run(EXPORT, "export_demo.yaml", f"out_dir={tmp / 'export'}", f"selection={tmp / 'select' / 'selection.jsonl'}")
     ls_export = annotate_in_label_studio(tmp / "export" / "tasks.json", tmp / "ls_export.json")
     m = run(IMPORT, "import_demo.yaml", f"out_dir={tmp / 'import'}", f"label_studio=[{ls_export}]",
-            "reviewer_names={'1': alice, '2': bob}")
-    assert m["stats"]["cancelled"] == 4 and m["stats"]["reviews"] == 8
+            f"tasks=[{tmp / 'export' / 'tasks.jsonl'}]", "reviewer_names={'1': alice, '2': bob}")
+    assert m["stats"]["skipped"] == 4 and m["stats"]["reviews"] == 8
     # carol uses the terminal tool: accepts everything except train-3, where she fixes the motion too
     tasks = load_jsonl(tmp / "export" / "tasks.jsonl")
     script = "".join("r\n2\n\n\na\n" if t["sample_id"] in ("train-0", "train-3") else "a\n" for t in tasks)

@@ -8,7 +8,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from label_helpers import pool_fixture
+from label_helpers import distribution, pool_fixture, pred_row
+
+from pipeline.core.taxonomy import LEVELS
 
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError, load_jsonl, write_jsonl
@@ -21,7 +23,9 @@ from pipeline.label.select import (
     entropy_score,
     least_confidence,
     margin_score,
+    prefill,
     run_select,
+    score_sample,
 )
 
 
@@ -155,3 +159,44 @@ def test_stage_manifest_and_skip(tmp_path, pool):
     assert m1["stats"]["selected"] == 5 and "selection.jsonl" in m1["outputs"]
     m2 = run_stage(STAGE, cfg)
     assert m2["timings"] == m1["timings"]  # skipped: up to date
+
+
+GOLD = {"motion": "flyby", "operation": "photographing", "task": "observation"}
+NONE = {lev: None for lev in LEVELS}
+
+
+def test_prefill_takes_labels_and_confidence_from_the_probs():
+    """The CoT answer did not parse, the label scores did: the task is still pre-filled, from the scores."""
+    probs = {lev: distribution(lev, [0.6], GOLD) for lev in LEVELS}
+    rows = [pred_row("s", "train", "cot", "generate", NONE, GOLD, output="The range keeps shrinking, so"),
+            pred_row("s", "train", "cot", "score", GOLD, GOLD, probs=probs)]
+    pre = prefill(score_sample(rows, "cot", "mean"))
+    assert pre["predicted"] == GOLD and pre["predicted_source"] == "probs"
+    assert pre["confidence"] == pytest.approx(0.6)
+    assert pre["rationale"] is None  # it argued for no answer at all
+    # the generated answer agrees with the scores: its rationale is shown
+    rows[0] = pred_row("s", "train", "cot", "generate", GOLD, GOLD)
+    assert prefill(score_sample(rows, "cot", "mean"))["rationale"] == "The target closes in and then moves away."
+    # it disagrees: labels still from the scores, the rationale (arguing for other labels) is dropped
+    rows[0] = pred_row("s", "train", "cot", "generate", {**GOLD, "motion": "hovering"}, GOLD)
+    pre = prefill(score_sample(rows, "cot", "mean"))
+    assert pre["predicted"] == GOLD and pre["rationale"] is None
+
+
+def test_prefill_without_probs_uses_the_generated_answer():
+    rows = [pred_row("s", "train", "cot", "generate", {**GOLD, "task": "surveillance"}, GOLD)]
+    pre = prefill(score_sample(rows, "cot", "mean"))
+    assert pre["predicted"] == {**GOLD, "task": "surveillance"} and pre["predicted_source"] == "generate"
+    assert pre["confidence"] is None and pre["rationale"] == "The target closes in and then moves away."
+    rows = [pred_row("s", "train", "cot", "generate", NONE, GOLD)]
+    pre = prefill(score_sample(rows, "cot", "mean"))
+    assert pre["predicted"] == NONE and pre["predicted_source"] is None
+
+
+def test_selection_rows_prefill_from_probs(tmp_path, pool):
+    rows, stats = select(tmp_path, *pool, "batch_size=6")
+    assert stats["prefilled_from"] == {"probs": 6} and stats["with_rationale"] == 6
+    for r in rows:
+        best = {lev: max(r["probs"][lev], key=r["probs"][lev].get) for lev in LEVELS}
+        assert r["predicted"] == best and r["predicted_source"] == "probs"
+        assert r["confidence"] == pytest.approx(np.mean([max(r["probs"][lev].values()) for lev in LEVELS]), abs=1e-6)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import config_to_dict
-from pipeline.core.io import count_rows, sha256_file, write_json
+from pipeline.core.io import DataError, count_rows, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,9 @@ def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
     inputs = expand_files(stage.inputs(cfg))
     missing = [str(f) for f in inputs if not f.exists()]
     if missing:
-        raise FileNotFoundError(f"stage {stage.name}: declared input(s) missing: {', '.join(missing)}")
+        # bad user input (a wrong path), so exit 2 with the file named, not a traceback
+        raise DataError(missing[0], None, None, f"does not exist (stage {stage.name}: declared input(s) missing: "
+                                                f"{', '.join(missing)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     input_desc = _describe_all(inputs)
     started = time.time()

@@ -14,9 +14,13 @@ Every label stage speaks the same two row shapes:
     {"sample_id", "split", "batch_id", "task_id", "reviewer", "labels": {level: label|None},
      "rationale": str|None, "rationale_edited": bool, "model_labels": {level: label|None},
      "model_rationale": str|None, "model_version", "accepted": bool, "lead_time": float|None,
-     "created_at": str|None, "updated_at": str|None, "source": "label_studio"|"jsonl"|"review"}
+     "created_at": str|None, "updated_at": str|None, "source": "label_studio"|"jsonl"|"review",
+     "rationale_action": "kept"|"edited"|"written"|"deleted"|"none"}
 
 ``labels[level] is None`` means the reviewer gave no opinion on that level (the record keeps its label).
+``rationale_action`` says what the reviewer did with the model's pre-filled rationale: kept it, edited
+it, wrote one where there was none (or after removing it), deleted it (``rationale`` is then None and
+the model's rationale must not be used), or there was none and they wrote none.
 """
 
 from __future__ import annotations
@@ -146,10 +150,36 @@ def choice_display(label: str, lang: str) -> str:
     return DISPLAY[lang][label]
 
 
+# ---------------------------------------------------------------------------------------------- tasks
+def load_task_rows(path: Path) -> list[dict[str, Any]]:
+    """``label.export``'s ``tasks.jsonl`` (or ``label.select``'s ``selection.jsonl``) rows, checked.
+
+    Every row needs a ``sample_id``; ``predicted`` is validated into canonical ``{level: label|None}``.
+    """
+    tasks = []
+    for lineno, row in read_jsonl(path):
+        sid = row.get("sample_id")
+        if not isinstance(sid, str) or not sid:
+            raise DataError(path, lineno, "sample_id", "missing or not a string")
+        row["predicted"] = validate_labels(row.get("predicted"), path, lineno, f"task {sid}", "predicted")
+        tasks.append(row)
+    return tasks
+
+
 # -------------------------------------------------------------------------------------------- reviews
 REVIEW_KEYS = ("sample_id", "split", "batch_id", "task_id", "reviewer", "labels", "rationale", "rationale_edited",
                "model_labels", "model_rationale", "model_version", "accepted", "lead_time", "created_at",
-               "updated_at", "source")
+               "updated_at", "source", "rationale_action")
+RATIONALE_ACTIONS = ("kept", "edited", "written", "deleted", "none")
+
+
+def rationale_action(rationale: str | None, model_rationale: str | None) -> str:
+    """What a reviewer did with the model's rationale, judged from the texts alone (no editor metadata)."""
+    if rationale is None:
+        return "deleted" if model_rationale else "none"
+    if not model_rationale:
+        return "written"
+    return "kept" if rationale.strip() == model_rationale.strip() else "edited"
 
 
 def make_review(**fields: Any) -> dict[str, Any]:
@@ -159,6 +189,10 @@ def make_review(**fields: Any) -> dict[str, Any]:
     row["model_labels"] = dict(row["model_labels"] or empty_labels())
     row["rationale_edited"] = bool(row["rationale_edited"])
     row["accepted"] = is_accepted(row["labels"], row["model_labels"])
+    if row["rationale_action"] is None:
+        row["rationale_action"] = rationale_action(row["rationale"], row["model_rationale"])
+    elif row["rationale_action"] not in RATIONALE_ACTIONS:
+        raise ValueError(f"rationale_action {row['rationale_action']!r} not in {RATIONALE_ACTIONS}")
     extra = sorted(set(fields) - set(REVIEW_KEYS))
     if extra:
         raise ValueError(f"unknown review field(s) {extra}")
@@ -195,7 +229,7 @@ def latest_per_reviewer(reviews: Iterable[tuple[Path, int, dict[str, Any]]]) -> 
 
 
 __all__ = [
-    "REVIEW_KEYS", "SPLITS", "choice_display", "describe_record", "empty_labels", "extract_rationale",
-    "is_accepted", "latest_per_reviewer", "load_records", "load_reviews", "make_review", "split_files",
-    "validate_label", "validate_labels",
+    "RATIONALE_ACTIONS", "REVIEW_KEYS", "SPLITS", "choice_display", "describe_record", "empty_labels",
+    "extract_rationale", "is_accepted", "latest_per_reviewer", "load_records", "load_reviews", "load_task_rows",
+    "make_review", "rationale_action", "split_files", "validate_label", "validate_labels",
 ]

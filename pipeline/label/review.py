@@ -34,6 +34,7 @@ from pipeline.core.io import DataError, load_jsonl, read_jsonl, write_jsonl
 from pipeline.core.stage import Stage, StageResult
 from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, canonical_label
 from pipeline.label.common import choice_display, make_review, validate_labels
+from pipeline.label.common import load_task_rows as load_tasks
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,6 @@ def review_inputs(cfg: ReviewConfig) -> list[Path]:
 def now_iso() -> str:
     """Current UTC time, ISO 8601 with a ``Z`` (same shape as Label Studio's timestamps)."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def load_tasks(path: Path) -> list[dict[str, Any]]:
-    """Task rows with ``sample_id``, ``text`` and validated ``predicted`` labels."""
-    tasks = []
-    for lineno, row in read_jsonl(path):
-        sid = row.get("sample_id")
-        if not isinstance(sid, str) or not sid:
-            raise DataError(path, lineno, "sample_id", "missing or not a string")
-        row["predicted"] = validate_labels(row.get("predicted"), path, lineno, f"task {sid}", "predicted")
-        tasks.append(row)
-    return tasks
 
 
 # ------------------------------------------------------------------------------------------- terminal

@@ -21,6 +21,11 @@ highest-scoring instances not yet chosen (ties broken by a seeded shuffle), the 
 cannot fill (no probs, no perturbations, no errors) goes to the other strategies in that order,
 then to ``random_fill``. Same inputs + seed => same batch. Output ``selection.jsonl`` (schema in
 :mod:`pipeline.label.common`).
+
+Pre-annotation (:func:`prefill`): labels and confidence come from one source, the label-scoring
+probabilities when the sample has score-mode rows (argmax per level, mean top probability), else
+the generated answer of ``primary_variant`` (no confidence). The CoT rationale is pre-filled only
+when the generated answer equals those labels (a rationale arguing for other labels would mislead).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,7 +70,8 @@ class SelectConfig:
     splits: tuple[str, ...] = ("train",)
     # which model's rows in predictions.jsonl to use (model_tag field)
     model_tag: str = "tuned"
-    # variant whose clean prediction is the pre-annotation (labels + CoT rationale); the other is the fallback
+    # variant whose clean generated answer gives the rationale (and the labels when there are no probs);
+    # the other variant is the fallback
     primary_variant: str = "cot"
     # instances in the batch
     batch_size: int = 32
@@ -301,14 +307,44 @@ def choose_batch(
     return [(sid, *chosen[sid]) for sid in chosen]
 
 
+def prefill(info: dict[str, Any]) -> dict[str, Any]:
+    """The pre-annotation of one sample: labels, their source, confidence and the CoT rationale.
+
+    One source for labels and confidence: with label-scoring ``probs`` (score-mode rows, the same
+    distributions the uncertainty strategies rank by) each level's label is the most probable one
+    and the confidence the mean of those probabilities; without probs the labels are the parsed
+    answer of the generation row and there is no confidence. The CoT rationale argues for the
+    generated answer, so it is only shown when that answer equals the pre-filled labels.
+    Returns ``{"predicted", "predicted_source": "probs"|"generate"|None, "confidence", "rationale",
+    "variant"}``.
+    """
+    row = info.get("label_row") or {}
+    parsed = row.get("parsed") or {}
+    probs = info.get("probs") or {}
+    if probs:
+        predicted: dict[str, str | None] = {lev: None for lev in LEVELS}
+        tops = []
+        for lev, dist in probs.items():
+            p = normalise_probs(dist)
+            predicted[lev] = list(dist)[int(np.argmax(p))]  # first of tied labels: dict (taxonomy) order
+            tops.append(float(p.max()))
+        source, confidence = "probs", float(np.mean(tops))
+    else:
+        predicted = {lev: parsed.get(lev) for lev in LEVELS}
+        source = "generate" if any(predicted.values()) else None
+        confidence = None
+    rationale = None
+    if row.get("variant") == "cot" and all(parsed.get(lev) == predicted[lev] for lev in LEVELS):
+        rationale = extract_rationale(row.get("output"))
+    return {"predicted": predicted, "predicted_source": source, "confidence": confidence,
+            "rationale": rationale, "variant": row.get("variant")}
+
+
 def build_row(sid: str, record: dict[str, Any], info: dict[str, Any], pick: tuple[str, float, bool],
               cfg: SelectConfig, model_version: str) -> dict[str, Any]:
     """One selection row (schema in :mod:`pipeline.label.common`)."""
     strategy, score, in_slice = pick
-    row = info.get("label_row") or {}
-    probs = info.get("probs") or {}
-    confidence = float(np.mean([normalise_probs(d).max() for d in probs.values()])) if probs else None
-    parsed = row.get("parsed") or {}
+    pre = prefill(info)
     return {
         "sample_id": sid,
         "split": record.get("split"),
@@ -318,11 +354,12 @@ def build_row(sid: str, record: dict[str, Any], info: dict[str, Any], pick: tupl
         "in_random_slice": in_slice,
         "reasons": {k: round(v, 6) for k, v in sorted(info.get("scores", {}).items())},
         "text": describe_record(record, cfg.lang),
-        "predicted": {lev: parsed.get(lev) for lev in LEVELS},
-        "predicted_variant": row.get("variant"),
-        "rationale": extract_rationale(row.get("output")) if row.get("variant") == "cot" else None,
-        "confidence": None if confidence is None else round(confidence, 6),
-        "probs": probs or None,
+        "predicted": pre["predicted"],
+        "predicted_source": pre["predicted_source"],
+        "predicted_variant": pre["variant"],
+        "rationale": pre["rationale"],
+        "confidence": None if pre["confidence"] is None else round(pre["confidence"], 6),
+        "probs": info.get("probs") or None,
         "gold": dict(record.get("labels") or {}),
         "model_version": model_version,
     }
@@ -369,6 +406,8 @@ def run_select(cfg: SelectConfig) -> StageResult:
         # unbiased estimate of the model's exact-match accuracy on the pool (random slice only)
         "random_slice_accuracy": (sum(e == 0 for e in slice_errors) / len(slice_errors)) if slice_errors else None,
         "random_slice_n": len(slice_errors),
+        "prefilled_from": dict(sorted(Counter(str(r["predicted_source"]) for r in rows).items())),
+        "with_rationale": sum(bool(r["rationale"]) for r in rows),
     }
     log.info("selected %d of %d (%s)", len(rows), len(pool), dict(per_strategy))
     return StageResult(outputs=[out], stats=stats)
@@ -384,4 +423,4 @@ STAGE = Stage(
 )
 
 __all__ = ["STAGE", "STRATEGIES", "SelectConfig", "allocate_quotas", "choose_batch", "entropy_score",
-           "least_confidence", "margin_score", "run_select", "score_sample"]
+           "least_confidence", "margin_score", "prefill", "run_select", "score_sample"]
