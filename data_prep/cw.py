@@ -13,6 +13,7 @@ thousands of trajectories propagate in well under a second.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 from scipy.linalg import expm
@@ -116,6 +117,7 @@ def propagate(
     n_steps: int,
     impulses: np.ndarray | None = None,
     accel: np.ndarray | None = None,
+    controller: Callable[[int, np.ndarray], np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Propagate states on a uniform grid with impulses and piecewise-constant thrust.
 
@@ -127,6 +129,9 @@ def propagate(
         impulses: optional (N, n_steps + 1, 3) delta-v applied just *after* sample k is
             recorded (so the recorded state at k is pre-burn).
         accel: optional (N, n_steps, 3) thrust acceleration held constant over step k.
+        controller: optional closed-loop guidance ``controller(k, x) -> (N, 3) delta-v or None``,
+            called with the (N, 6) state at sample k after it is recorded and after the scheduled
+            impulse; its delta-v is applied at once (burns that react to the actual state).
 
     Returns:
         (N, n_steps + 1, 6) states at t = 0, dt, ..., n_steps * dt.
@@ -141,6 +146,11 @@ def propagate(
         if impulses is not None:
             x = x.copy()
             x[:, 3:6] += impulses[:, k]
+        if controller is not None:
+            dv = controller(k, x)
+            if dv is not None:
+                x = x.copy()
+                x[:, 3:6] += dv
         x = x @ phi.T
         if accel is not None:
             x += accel[:, k] @ gamma.T

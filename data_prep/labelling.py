@@ -80,6 +80,17 @@ class Thresholds:
     # the CW dynamics) counts as a burn; the range term follows the angle noise (~r * sigma_angle).
     burn_dv_mps: float = 0.15
     burn_dv_per_km: float = 0.012
+    # Track features (observations that name their orbit) only, see relabel_track:
+    # speed thresholds (hover, rendezvous, burn floor) scale with n / n_LEO, at least this factor.
+    speed_scale_floor: float = 0.1
+    # Range noise allowance of the track rules: an arc "opens" when its range rises above (1 + this)
+    # x its start ("closes": below (1 - this) x), and a closing/opening phase may stray by this fraction.
+    arc_tolerance: float = 0.03
+    # Approach with burns: final range at most (1 + this) * min range (still closing at the end).
+    track_approach_end_tolerance: float = 0.05
+    # Retreat with burns: the turning burn is at least this fraction of the median speed (it
+    # reverses the motion; a small correction at the closest approach does not).
+    retreat_min_turn_dv_frac: float = 0.5
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -91,13 +102,23 @@ def _ratio(a: float, b: float) -> float:
 
 
 def relabel_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
-    """Motion label implied by trajectory ``features`` (see the module table), or None if ambiguous.
+    """Motion label implied by trajectory ``features``, or None if ambiguous.
+
+    Classic features (11 keys) follow the module table; track features (with ``arcs``, from
+    observations that name their orbit) follow :func:`relabel_track`.
 
     Args:
         features: dict with the keys of :func:`data_prep.features.compute_features`
             (``extent_m`` = ``[x, y, z]`` extents of the reconstructed LVLH track, metres).
         th: decision thresholds.
     """
+    if "arcs" in features:
+        return relabel_track(features, th)
+    return relabel_classic(features, th)
+
+
+def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
+    """The module table's rules on the 11 classic feature keys (None = ambiguous)."""
     r0 = float(features["initial_range_m"])
     rmin = float(features["min_range_m"])
     rf = float(features["final_range_m"])
@@ -131,3 +152,103 @@ def relabel_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS
             and vf > th.hover_speed_mps and rf > th.rendezvous_range_m):
         return "approach"
     return None
+
+
+#: Local fits span this many analysis steps (data_prep.features.FIT_SPAN_STEPS; a burn is
+#: placed to within half of it).
+FIT_SPAN_STEPS = 6.0
+
+
+def _speed_scale(features: dict[str, Any], th: Thresholds) -> float:
+    """Factor on speed thresholds for the features' orbit: n / n_LEO, at least ``speed_scale_floor``."""
+    from data_prep.cw import LEO_MEAN_MOTION, orbit_mean_motion
+
+    return max(orbit_mean_motion(str(features["orbit"])) / LEO_MEAN_MOTION, th.speed_scale_floor)
+
+
+def _opens(arc: dict[str, float], tol: float) -> bool:
+    """Whether a coasting arc moves away at some point (range above (1 + tol) x its start)."""
+    return float(arc["rmax_m"]) > (1.0 + tol) * float(arc["r0_m"])
+
+
+def _closes(arc: dict[str, float], tol: float) -> bool:
+    """Whether a coasting arc comes closer at some point (range below (1 - tol) x its start)."""
+    return float(arc["rmin_m"]) < (1.0 - tol) * float(arc["r0_m"])
+
+
+def _burns_close_in(f: dict[str, Any], th: Thresholds, hover_speed: float) -> bool:
+    """Approach with burns: the range only closes (or holds: ``reopen_frac <= arc_tolerance``)
+    whatever the burns (transfer, waypoint, mid-course corrections towards a standoff point), by
+    ``approach_min_closing_frac``, still closing and moving at the end, short of the station."""
+    r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
+    return (float(f["reopen_frac"]) <= th.arc_tolerance
+            and rf <= (1.0 - th.approach_min_closing_frac) * r0
+            and rf <= (1.0 + th.track_approach_end_tolerance) * rmin
+            and float(f["final_speed_mps"]) > hover_speed and rf > th.rendezvous_range_m)
+
+
+def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresholds) -> bool:
+    """Retreat with burns: the range closes (by ``retreat_min_closing_frac``), then opens (by
+    ``retreat_min_opening_frac``), never re-opening or re-closing by more than ``arc_tolerance``;
+    a burn of at least ``retreat_min_turn_dv_frac`` of the median speed turns it round within a
+    fit span of the closest approach (``closest_span_s``), and a later burn as large as half that one only stops the
+    target (the arc after it holds its range; a random target keeps pushing)."""
+    r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
+    tol = th.arc_tolerance
+    if not (rmin <= (1.0 - th.retreat_min_closing_frac) * r0 and rf >= (1.0 + th.retreat_min_opening_frac) * rmin
+            and float(f["reopen_frac"]) <= tol and float(f["reclose_frac"]) <= tol):
+        return False
+    near = 0.5 * FIT_SPAN_STEPS * float(f["analysis_step_s"]) + float(f["analysis_step_s"])
+    first, last = (float(x) for x in f["closest_span_s"])
+    turns = [b for b in f["burns"] if first - near <= float(b["t_s"]) <= last + near
+             and float(b["dv_mps"]) >= th.retreat_min_turn_dv_frac * float(f["median_speed_mps"])]
+    if not turns:
+        return False
+    turn = max(turns, key=lambda b: float(b["dv_mps"]))
+    dv, t_turn = float(turn["dv_mps"]), float(turn["t_s"])
+    later = [a for a in arcs if float(a["t0_s"]) > t_turn][1:]  # the arcs after the turning one
+    pushes = [a for a in later if float(a["dv_mps"]) >= 0.5 * dv and (_opens(a, tol) or _closes(a, tol))]
+    return not pushes
+
+
+def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
+    """Motion label of track features (:data:`data_prep.features.TRACK_FEATURE_KEYS`), or None.
+
+    Reads what the target does, with speed thresholds scaled to the orbit (s = max(n / n_LEO,
+    ``speed_scale_floor``)); first match wins:
+
+    * hovering: the position is held (``|extent| / initial_range <= hover_range_tolerance``),
+      whether by continuous thrust or by impulsive station-keeping corrections (any number);
+    * rendezvous / collision: as the classic rules, speeds x s;
+    * no burns: the classic flyby, fly-around and approach rules (speeds x s);
+    * approach: burns, but the range only closes or holds (transfer, waypoint and mid-course
+      correction burns towards a standoff point), by ``approach_min_closing_frac``, still
+      closing (``track_approach_end_tolerance``) and moving at the end;
+    * retreat: the range closes, a burn at the closest approach turns the target round, then
+      it only opens or holds (the burn that set up the closing course may be in the window;
+      later large burns only stop the target), with the classic closing/opening fractions;
+    * random: ``random_min_burns`` or more burns that do neither; one such burn is ambiguous.
+    """
+    r0 = float(features["initial_range_m"])
+    rf = float(features["final_range_m"])
+    vf = float(features["final_speed_mps"])
+    n_burns = int(features["n_burns"])
+    extent = [float(e) for e in features["extent_m"]]
+    scale = _speed_scale(features, th)
+    hover_speed, rdv_speed = th.hover_speed_mps * scale, th.rendezvous_speed_mps * scale
+    if _ratio(sum(e * e for e in extent) ** 0.5, r0) <= th.hover_range_tolerance:
+        return "hovering"
+    if rf <= th.rendezvous_range_m and vf <= rdv_speed:
+        return "rendezvous" if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m else None
+    if rf <= th.contact_range_m:
+        return "collision"
+    if n_burns == 0:
+        scaled = dataclasses.replace(th, hover_speed_mps=hover_speed, rendezvous_speed_mps=rdv_speed)
+        label = relabel_classic(features, scaled)
+        return label if label in ("flyby", "fly_around", "approach") else None
+    arcs = list(features["arcs"])
+    if _burns_close_in(features, th, hover_speed):
+        return "approach"
+    if _burn_turns_away(features, arcs, th):
+        return "retreat"
+    return "random" if n_burns >= th.random_min_burns else None

@@ -71,12 +71,16 @@ class Sim:
     def __init__(self, n: float, dt: float, n_steps: int, accel_noise: float, rng: np.random.Generator):
         self.n, self.dt, self.n_steps, self.accel_noise, self.rng = n, dt, n_steps, accel_noise, rng
         self.window = dt * n_steps
+        # Orbit period, s (the wide generators time their manoeuvres in orbits).
+        self.period = 2.0 * np.pi / n
 
-    def run(self, state0: np.ndarray, impulses: np.ndarray | None = None, accel: np.ndarray | None = None) -> np.ndarray:
-        """Propagate (N, 6) states with impulses/thrust plus unmodelled random acceleration."""
+    def run(self, state0: np.ndarray, impulses: np.ndarray | None = None, accel: np.ndarray | None = None,
+            controller: Callable[[int, np.ndarray], np.ndarray | None] | None = None) -> np.ndarray:
+        """Propagate (N, 6) states with impulses/thrust/closed-loop burns plus unmodelled random acceleration."""
         noise = self.accel_noise * self.rng.standard_normal((state0.shape[0], self.n_steps, 3))
         accel = noise if accel is None else accel + noise
-        return cw.propagate(state0, self.n, self.dt, self.n_steps, impulses=impulses, accel=accel)
+        return cw.propagate(state0, self.n, self.dt, self.n_steps, impulses=impulses, accel=accel,
+                            controller=controller)
 
     def zeros_impulses(self, n_samples: int) -> np.ndarray:
         """(N, T, 3) zero impulse schedule."""

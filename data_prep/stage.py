@@ -12,7 +12,13 @@ stratified by motion class and cut by scenario, so the variants of one scenario 
 straddle splits. Imported rows are split by a hash of their sample id.
 
 Outputs: ``{train,dev,test}.jsonl`` (contract records) and ``trajectories/{split}.npz``
-(``sample_id`` (n,), ``states`` (n, T, 7) float32: t, x, y, z, vx, vy, vz in s, m, m/s).
+(``sample_id`` (n,), ``states`` (n, T, 7) float32: t, x, y, z, vx, vy, vz in s, m, m/s; with
+``simulator: wide`` the tracks differ in length: ``states`` is NaN-padded to the longest and
+``lengths`` (n,) gives each track's sample count).
+
+``simulator: wide`` (:mod:`data_prep.wide`) draws orbit, window, cadence and sampling style per
+scenario and flies manoeuvres inside the window; its observations name their orbit, so their
+features are track features (:func:`data_prep.features.track_features`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import cw, rules, simulate
-from data_prep.features import features_batch
+from data_prep import cw, rules, simulate, wide
+from data_prep.features import compute_features, features_batch
 from data_prep.imports import ImportSpec, hashed_split, import_file
 from data_prep.labelling import Thresholds, relabel_motion
 from data_prep.sensor import SensorNoise, measure
@@ -80,6 +86,23 @@ class DataPrepConfig:
     oversample: float = 1.3
     # User data files to import (mode import/both); see data_prep.imports.ImportSpec.
     imports: tuple[ImportSpec, ...] = ()
+    # classic: the fixed orbit/window/cadence generators above. wide: tracks like real ones
+    # (data_prep.wide): settings drawn per scenario from the keys below, manoeuvres inside the
+    # window, observations that name their orbit (track features, variable lengths).
+    simulator: Literal["classic", "wide"] = "classic"
+    # wide: orbits drawn uniformly per scenario (empty: `orbit`).
+    orbits: tuple[Literal["LEO", "GEO"], ...] = ()
+    # wide: window drawn uniformly between these many orbits (null: `window_s`).
+    window_orbits: tuple[float, float] | None = None
+    # wide: cadence drawn log-uniformly between these, seconds (null: `cadence_s`).
+    cadence_range_s: tuple[float, float] | None = None
+    # wide: sampling styles drawn uniformly per scenario: uniform | jitter (times moved up to half a
+    # cadence) | gaps (1-3 gaps of 3-12 % of the window, 0-8 % dropouts) | jitter_gaps.
+    sampling: tuple[Literal["uniform", "jitter", "gaps", "jitter_gaps"], ...] = ("uniform",)
+    # wide: at most this many samples per track (the cadence is raised for long GEO windows).
+    max_track_samples: int = 600
+    # wide: fractions of each class flown in the new manoeuvre styles (data_prep.wide.ManoeuvreMix).
+    manoeuvres: wide.ManoeuvreMix = dataclasses.field(default_factory=wide.ManoeuvreMix)
 
 
 def validate_config(cfg: DataPrepConfig) -> None:
@@ -97,6 +120,30 @@ def validate_config(cfg: DataPrepConfig) -> None:
         raise ConfigError("window_s/cadence_s: need cadence_s > 0 and at least 3 samples per window")
     if cfg.variants_per_scenario < 1 or cfg.batch_scenarios < 1 or cfg.oversample < 1.0:
         raise ConfigError("variants_per_scenario, batch_scenarios must be >= 1 and oversample >= 1")
+    validate_wide(cfg)
+
+
+def validate_wide(cfg: DataPrepConfig) -> None:
+    """Checks of the wide-simulator keys; with ``simulator: classic`` they must keep their defaults."""
+    defaults = DataPrepConfig()
+    wide_keys = ("orbits", "window_orbits", "cadence_range_s", "sampling", "max_track_samples", "manoeuvres")
+    if cfg.simulator == "classic":
+        changed = [k for k in wide_keys if getattr(cfg, k) != getattr(defaults, k)]
+        if changed:
+            raise ConfigError(f"{changed[0]}: only used with `simulator: wide` (simulator is classic)")
+        return
+    if cfg.window_orbits is not None and not 0.05 <= cfg.window_orbits[0] <= cfg.window_orbits[1]:
+        raise ConfigError("window_orbits: need 0.05 <= low <= high (orbits)")
+    if cfg.cadence_range_s is not None and not 0 < cfg.cadence_range_s[0] <= cfg.cadence_range_s[1]:
+        raise ConfigError("cadence_range_s: need 0 < low <= high (seconds)")
+    if not cfg.sampling:
+        raise ConfigError("sampling: at least one sampling style")
+    if cfg.max_track_samples < 20:
+        raise ConfigError("max_track_samples: must be >= 20")
+    for f in dataclasses.fields(wide.ManoeuvreMix):
+        value = getattr(cfg.manoeuvres, f.name)
+        if not 0.0 <= value <= (1.0 if f.name != "execution_error" else 0.3):
+            raise ConfigError(f"manoeuvres.{f.name}: {value} outside [0, {1.0 if f.name != 'execution_error' else 0.3}]")
 
 
 def class_targets(n_samples: int, motions: tuple[str, ...]) -> dict[str, int]:
@@ -112,13 +159,86 @@ def _round_obs(meas: dict[str, np.ndarray], t: np.ndarray) -> dict[str, np.ndarr
     return out
 
 
-def _draw_contexts(rng: np.random.Generator, n: int, orbit: str) -> list[dict[str, Any]]:
-    """n contexts with every field drawn uniformly from rules.CONTEXT_VALUES."""
+def _draw_contexts(rng: np.random.Generator, n: int, orbit: str | list[str]) -> list[dict[str, Any]]:
+    """n contexts with every field drawn uniformly from rules.CONTEXT_VALUES (orbit: one or per sample)."""
     draws = {k: rng.integers(0, len(v), n) for k, v in rules.CONTEXT_VALUES.items()}
+    orbits = [orbit] * n if isinstance(orbit, str) else orbit
     return [
-        {"orbit": orbit, **{k: rules.CONTEXT_VALUES[k][int(draws[k][i])] for k in rules.CONTEXT_VALUES}}
+        {"orbit": orbits[i], **{k: rules.CONTEXT_VALUES[k][int(draws[k][i])] for k in rules.CONTEXT_VALUES}}
         for i in range(n)
     ]
+
+
+def simulate_tracks(cfg: DataPrepConfig, class_idx: int, motion: str, batch: int, n_scen: int
+                    ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Wide simulator: ``n_scen`` scenarios x variants of one class in one seeded batch.
+
+    Returns per track the observation (with ``orbit``, variable length) and the true states at
+    the observed times (T_i, 7) = t, x, y, z, vx, vy, vz. Scenario-major, like the classic path.
+    """
+    rng = np.random.default_rng([cfg.seed, class_idx, batch])
+    orbits = cfg.orbits or (cfg.orbit,)
+    observations, states_out = [], []
+    for _ in range(n_scen):
+        st = wide.draw_settings(rng, orbits, cfg.window_orbits, cfg.window_s, cfg.cadence_range_s, cfg.cadence_s,
+                                cfg.sampling, cfg.max_track_samples)
+        sim = wide.make_sim(st, cfg.accel_noise_mps2, rng)
+        states = wide.generate(motion, sim, 1, cfg.variants_per_scenario, cfg.manoeuvres)
+        t_fine = np.arange(sim.n_steps + 1) * sim.dt
+        for i in range(len(states)):
+            idx = wide.sample_indices(rng, st)
+            obs = _round_obs(measure(states[i:i + 1, idx], rng, cfg.noise), t_fine[idx])
+            observation: dict[str, Any] = {k: (obs[k] if k == "t_s" else obs[k][0]).tolist() for k in OBS_DECIMALS}
+            observation["orbit"] = st.orbit
+            observations.append(observation)
+            states_out.append(np.concatenate([t_fine[idx, None], states[i, idx]], axis=1))
+    return observations, states_out
+
+
+def simulate_class_wide(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
+                        ) -> tuple[list[dict[str, Any]], list[np.ndarray], Counter]:
+    """Kept samples of one motion class from the wide simulator (see :func:`simulate_class`)."""
+    v = cfg.variants_per_scenario
+    kept: list[dict[str, Any]] = []
+    kept_states: list[np.ndarray] = []
+    dropped: Counter = Counter()
+    scen_offset, batch = 0, 0
+    while len(kept) < target:
+        need = target - len(kept)
+        n_scen = min(cfg.batch_scenarios, max(1, math.ceil(need * cfg.oversample / v)))
+        observations, states = simulate_tracks(cfg, class_idx, motion, batch, n_scen)
+        rng = np.random.default_rng([cfg.seed, class_idx, batch, 1])
+        contexts = _draw_contexts(rng, len(observations), [o["orbit"] for o in observations])
+        for i, obs in enumerate(observations):
+            if len(kept) >= target:
+                break
+            f = compute_features(obs, th=cfg.thresholds)
+            label = relabel_motion(f, cfg.thresholds)
+            if label != motion:
+                dropped["ambiguous" if label is None else label] += 1
+                continue
+            kept.append({
+                "scenario_seed": class_idx * 10_000_000 + scen_offset + i // v,
+                "labels": rules.intents(contexts[i], motion),
+                "context": contexts[i],
+                "observation": obs,
+                "features": f,
+            })
+            kept_states.append(states[i].astype(np.float32))
+        scen_offset += n_scen
+        batch += 1
+        if batch > 1000:
+            raise RuntimeError(f"{motion}: relabelling keeps too few samples; check thresholds")
+    return kept, kept_states, dropped
+
+
+def pad_states(states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length states [(T_i, 7)] -> (n, max T, 7) float32 padded with NaN, lengths (n,)."""
+    lengths = np.array([len(s) for s in states], dtype=np.int64)
+    out = np.full((len(states), int(lengths.max(initial=0)), 7), np.nan, dtype=np.float32)
+    for i, s in enumerate(states):
+        out[i, :len(s)] = s
+    return out, lengths
 
 
 def simulate_class(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
@@ -188,8 +308,9 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     states_split: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     dropped: dict[str, dict[str, int]] = {}
+    simulate_one = simulate_class_wide if cfg.simulator == "wide" else simulate_class
     for class_idx, motion in enumerate(tqdm(cfg.motions, desc="simulate", disable=None)):
-        kept, states, drops = simulate_class(cfg, MOTION_LABELS.index(motion), motion, targets[motion])
+        kept, states, drops = simulate_one(cfg, MOTION_LABELS.index(motion), motion, targets[motion])
         dropped[motion] = dict(sorted(drops.items()))
         split_of = assign_scenario_splits([r["scenario_seed"] for r in kept], cfg.seed, class_idx, cfg.split_fractions)
         for rec, st in zip(kept, states):
@@ -210,6 +331,10 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
                          "text": None, "rationale": None, "provenance": []})
             counter += 1
         by_split[split] = recs
+        if cfg.simulator == "wide":
+            # Tracks differ in length: NaN-padded states plus their lengths.
+            out_states[split], out_states[f"{split}:lengths"] = pad_states([states_split[split][j] for j in order])
+            continue
         n_t = int(round(cfg.window_s / cfg.cadence_s)) + 1
         out_states[split] = (np.stack([states_split[split][j] for j in order]) if len(order)
                              else np.zeros((0, n_t, 7), dtype=np.float32))
@@ -254,9 +379,10 @@ def run(cfg: DataPrepConfig) -> StageResult:
         for split in SPLITS:
             sim_ids = np.array([r["sample_id"] for r in records[split] if r["source"] == "simulator"])
             path = out_dir / "trajectories" / f"{split}.npz"
+            extra = {"lengths": states[f"{split}:lengths"]} if f"{split}:lengths" in states else {}
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, sample_id=sim_ids, states=states[split])
+                    np.savez(fh, sample_id=sim_ids, states=states[split], **extra)
             outputs.append(path)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for split in SPLITS:
