@@ -253,6 +253,8 @@ GAP_STEPS = 2.5
 MIN_SEGMENT_SAMPLES = 5
 #: The closest approach "lasts" while the range is within this fraction of its minimum.
 CLOSEST_BAND = 0.03
+#: A closing course may first swing out by this fraction of the start range (range_monotony).
+INITIAL_SWING = 0.25
 #: A velocity jump is a burn candidate above this many sigmas of its estimation noise ...
 BURN_SIGMAS = 6.0
 #: ... and above this fraction of the speed (a burn changes the motion; smaller jumps on fast
@@ -269,10 +271,13 @@ def analysis_step(cadence_s: float, mean_motion: float) -> float:
 
 def track_segments(t: np.ndarray, step_s: float) -> list[tuple[int, int]]:
     """(start, stop) index ranges of t (T,) between gaps longer than GAP_STEPS analysis steps,
-    keeping segments with at least MIN_SEGMENT_SAMPLES samples."""
+    keeping segments with at least MIN_SEGMENT_SAMPLES samples (or, if none has that many, the
+    longest one: a sparse track is read as well as it can be)."""
     cuts = np.flatnonzero(np.diff(t) > GAP_STEPS * step_s) + 1
     bounds = np.concatenate([[0], cuts, [len(t)]])
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= MIN_SEGMENT_SAMPLES]
+    segments = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    kept = [(a, b) for a, b in segments if b - a >= MIN_SEGMENT_SAMPLES]
+    return kept or [max(segments, key=lambda ab: (ab[1] - ab[0], -ab[0]))]
 
 
 @dataclasses.dataclass
@@ -312,16 +317,19 @@ def local_fit(t: np.ndarray, y: np.ndarray, grid: np.ndarray, half_s: float) -> 
     mask = idx < hi[:, None]
     idx = np.minimum(idx, len(t) - 1)
     s = (t[idx] - grid[:, None]) / half_s  # (J, M), normalised time
-    order = 3 if len(t) >= 4 else len(t) - 1
-    x = np.stack([s ** p for p in range(order + 1)], axis=-1) * mask[..., None]  # (J, M, P)
-    a_inv = np.linalg.inv(np.einsum("jmp,jmq->jpq", x, x) + 1e-12 * np.eye(order + 1))
-    coef = np.einsum("jpq,jmq,jmc->jpc", a_inv, x, y[idx])  # (J, P, C)
-    res = (y[idx] - np.einsum("jmp,jpc->jmc", x, coef)) * mask[..., None]
-    dof = np.maximum(mask.sum(axis=1) - (order + 1), 1)
-    if order >= 1:
-        deriv, var_deriv = coef[:, 1] / half_s, a_inv[:, 1, 1] / half_s ** 2
-    else:
-        deriv, var_deriv = np.zeros_like(coef[:, 0]), np.full(len(grid), np.inf)
+    # Cubic where a window has >= 5 samples, else the highest order that leaves a residual (a
+    # sparse window, near a gap): unused powers get zero columns and a unit diagonal.
+    count = mask.sum(axis=1)
+    order = np.clip(count - 2, 1, 3)
+    use = np.arange(4)[None, :] <= order[:, None]  # (J, P)
+    x = np.stack([s ** p for p in range(4)], axis=-1) * mask[..., None] * use[:, None, :]  # (J, M, P)
+    xt = np.swapaxes(x, 1, 2)  # (J, P, M)
+    a_inv = np.linalg.inv(xt @ x + (~use)[:, :, None] * np.eye(4) + 1e-12 * np.eye(4))
+    yw = y[idx]  # (J, M, C)
+    coef = a_inv @ (xt @ yw)  # (J, P, C)
+    res = (yw - x @ coef) * mask[..., None]
+    dof = np.maximum(count - (order + 1), 1)
+    deriv, var_deriv = coef[:, 1] / half_s, a_inv[:, 1, 1] / half_s ** 2
     return LocalFit(coef[:, 0], deriv, a_inv[:, 0, 0], var_deriv, res, idx, mask, dof)
 
 
@@ -350,8 +358,7 @@ def reconstruct_track(
     The velocity is the fitted position derivative across the line of sight plus the fitted
     range-rate along it (the range-rate is far more precise than the range's derivative). The
     noise of each estimate follows from the fit residuals (across / along the line of sight, and
-    of the range-rate: robust medians over the track, raised where a fit is locally worse) and
-    the variance factors of each fit.
+    of the range-rate: robust medians over the track) and the variance factors of each fit.
     """
     u_obs = line_of_sight(az_deg, el_deg)  # (T, 3)
     y = np.concatenate([r[:, None] * u_obs, rdot[:, None]], axis=1)
@@ -369,9 +376,6 @@ def reconstruct_track(
         rms_along = np.sqrt(np.sum(along[..., 0] ** 2, axis=1) / fit.dof)
         rms_rdot = np.sqrt(np.sum(fit.residual[..., 3] ** 2, axis=1) / fit.dof)
         parts.append((grid, fit, rms_across, rms_along, rms_rdot))
-    if not parts:
-        raise ValueError(f"observation has no stretch of >= {MIN_SEGMENT_SAMPLES} samples without a gap "
-                         f"longer than {GAP_STEPS * step_s:.0f} s")
     grid = np.concatenate([p[0] for p in parts])
     value = np.concatenate([p[1].value for p in parts])
     deriv = np.concatenate([p[1].deriv for p in parts])
@@ -383,10 +387,9 @@ def reconstruct_track(
     u = pos / np.maximum(r_s, 1e-12)[:, None]
     v_fit = deriv[:, :3]
     vel = v_fit - np.sum(v_fit * u, axis=1, keepdims=True) * u + value[:, 3:4] * u
-    # The track's own noise, raised where a fit is locally worse (model error, not a burn).
-    sig_across = np.maximum(np.median(rms_across), rms_across)
-    sig_along = np.maximum(np.median(rms_along), rms_along)
-    sig_rd = np.maximum(np.median(rms_rdot), rms_rdot)
+    # The track's own noise: robust medians over its fits (a burn inside a window spoils that fit,
+    # so local residuals would hide the burn they come from).
+    sig_across, sig_along, sig_rd = (float(np.median(x)) for x in (rms_across, rms_along, rms_rdot))
     sigma_vel = np.sqrt(sig_rd ** 2 * var_value + (r_s * sig_across) ** 2 * var_deriv)
     sigma_pos = np.sqrt((sig_along ** 2 + (r_s * sig_across) ** 2) * var_value)
     return TrackGrid(grid, pos, vel, sigma_vel, sigma_pos)
@@ -490,11 +493,17 @@ def range_monotony(rng: np.random.Generator | np.ndarray) -> tuple[float, float]
     Returns (reopen, reclose): the largest rise above the running minimum before the closest
     approach, and the largest fall below the running maximum after it, each relative to that
     running extreme. Both are ~0 for an approach (closing throughout), a retreat (closing, then
-    opening) or a flyby; a target that wanders in and out has both large.
+    opening) or a flyby; a target that wanders in and out has both large. The closing phase is
+    counted from where the range first falls ``CLOSEST_BAND`` below its start if it swung out by
+    at most ``INITIAL_SWING`` before: a transfer may swing out a little before it closes in.
     """
     rng = np.asarray(rng, dtype=float)
     k = int(np.argmin(rng))
-    before, after = rng[:k + 1], rng[k:]
+    below = np.flatnonzero(rng[:k + 1] < (1.0 - CLOSEST_BAND) * rng[0])
+    start = int(below[0]) if below.size else 0
+    if rng[:start + 1].max() > (1.0 + INITIAL_SWING) * rng[0]:
+        start = 0
+    before, after = rng[start:k + 1], rng[k:]
     low = np.minimum.accumulate(before)
     high = np.maximum.accumulate(after)
     reopen = float(np.max((before - low) / np.maximum(low, 1e-9)))

@@ -244,23 +244,32 @@ def _expand(plans: list[Plan], n_var: int, rng: np.random.Generator) -> tuple[np
     return state0, [p for p in plans for _ in range(n_var)]
 
 
-def run_plans(sim: Sim, plans: list[Plan], n_var: int, err: float) -> np.ndarray:
+def run_plans(sim: Sim, plans: list[Plan], n_var: int, err: float,
+              log: list[tuple[int, int, np.ndarray]] | None = None) -> np.ndarray:
     """Propagate every scenario's plan for ``n_var`` variants (execution error ``err``):
-    states (m * n_var, T, 6)."""
+    states (m * n_var, T, 6). ``log`` (optional) receives every burn as (step, track, delta-v (3,))."""
     state0, per_track = _expand(plans, n_var, sim.rng)
-    n_tr, steps = len(state0), sim.n_steps
-    accel = np.zeros((n_tr, steps, 3))
     by_step: dict[int, list[tuple[int, int, np.ndarray, int, float]]] = {}
     for i, p in enumerate(per_track):
-        if p.hold_until > 0:
-            accel[i, :min(p.hold_until, steps)] = cw.hold_acceleration(sim.n, state0[i, :3])
         for k, kind, target, k_arr, scale in p.events:
-            if 0 <= k < steps:
+            if 0 <= k < sim.n_steps:
                 by_step.setdefault(k, []).append((i, kind, target, k_arr, scale))
-    return sim.run(state0, accel=accel, controller=_controller(sim, by_step, err, state0[:, :3].copy()))
+    accel = plan_thrust(sim, per_track, state0[:, :3])
+    return sim.run(state0, accel=accel, controller=_controller(sim, by_step, err, state0[:, :3].copy(), log))
 
 
-def _controller(sim: Sim, by_step: dict, err: float, anchor: np.ndarray
+def plan_thrust(sim: Sim, per_track: list[Plan], r0: np.ndarray) -> np.ndarray:
+    """Continuous thrust (N, T-1, 3) of each track's plan: the hold at its start r0 (N, 3) until
+    ``hold_until``."""
+    accel = np.zeros((len(per_track), sim.n_steps, 3))
+    for i, p in enumerate(per_track):
+        if p.hold_until > 0:
+            accel[i, :min(p.hold_until, sim.n_steps)] = cw.hold_acceleration(sim.n, r0[i])
+    return accel
+
+
+def _controller(sim: Sim, by_step: dict, err: float, anchor: np.ndarray,
+                log: list[tuple[int, int, np.ndarray]] | None = None
                 ) -> Callable[[int, np.ndarray], np.ndarray | None]:
     """Closed-loop burns: at a planned step, the delta-v each track's event asks for now.
 
@@ -287,6 +296,8 @@ def _controller(sim: Sim, by_step: dict, err: float, anchor: np.ndarray
             if e > 0:
                 d = d * (1.0 + e * rng.standard_normal()) + e * np.linalg.norm(d) * rng.standard_normal(3) / np.sqrt(3)
             dv[i] = d
+        if log is not None:
+            log.extend((k, i, dv[i].copy()) for i, *_ in events)
         return dv
 
     return control
@@ -498,10 +509,12 @@ def plan_retreat(g: Guide) -> Plan:
 
 
 def gen_random_wide(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
-    """Classic random (3-5 impulses 0.8-2.5 m/s, drift 0-1 m/s) with speeds scaled by n / n_LEO."""
+    """Classic random (3-5 impulses 0.8-2.5 m/s, drift 0-1 m/s from a start 1-15 km out, mostly
+    along-track) with speeds scaled by n / n_LEO."""
     scale = _speed_scale(sim)
     rng = sim.rng
-    r0 = _unit(rng, n_scen) * _log_uniform(rng, 1000.0, 15_000.0, n_scen)[:, None]
+    # Mostly along-track: a radial offset of kilometres alone makes a relative orbit of ~10 m/s.
+    r0 = np.stack([_vbar_direction(rng, 0.5) for _ in range(n_scen)]) * _log_uniform(rng, 1000.0, 15_000.0, n_scen)[:, None]
     v0 = _unit(rng, n_scen) * (scale * rng.uniform(0.0, 1.0, n_scen))[:, None]
     v0[:, 1] += -2.0 * sim.n * r0[:, 0]
     n_burn = rng.integers(3, 6, n_scen)
