@@ -173,17 +173,20 @@ def simulate_tracks(cfg: DataPrepConfig, class_idx: int, motion: str, batch: int
                     ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Wide simulator: ``n_scen`` scenarios x variants of one class in one seeded batch.
 
+    Every ``wide.SCENARIOS_PER_SETTING`` consecutive scenarios share one draw of orbit, window,
+    cadence and sampling style (they propagate together); each track gets its own sample times.
     Returns per track the observation (with ``orbit``, variable length) and the true states at
     the observed times (T_i, 7) = t, x, y, z, vx, vy, vz. Scenario-major, like the classic path.
     """
     rng = np.random.default_rng([cfg.seed, class_idx, batch])
     orbits = cfg.orbits or (cfg.orbit,)
     observations, states_out = [], []
-    for _ in range(n_scen):
+    for first in range(0, n_scen, wide.SCENARIOS_PER_SETTING):
         st = wide.draw_settings(rng, orbits, cfg.window_orbits, cfg.window_s, cfg.cadence_range_s, cfg.cadence_s,
                                 cfg.sampling, cfg.max_track_samples)
         sim = wide.make_sim(st, cfg.accel_noise_mps2, rng)
-        states = wide.generate(motion, sim, 1, cfg.variants_per_scenario, cfg.manoeuvres)
+        m = min(wide.SCENARIOS_PER_SETTING, n_scen - first)
+        states = wide.generate(motion, sim, m, cfg.variants_per_scenario, cfg.manoeuvres)
         t_fine = np.arange(sim.n_steps + 1) * sim.dt
         for i in range(len(states)):
             idx = wide.sample_indices(rng, st)

@@ -52,6 +52,8 @@ from data_prep.simulate import APPROACH_ELLIPSOID_M, Sim, _log_uniform, _unit
 
 #: Sampling styles: uniform grid; jittered times; uniform with gaps and dropouts; both.
 SAMPLING_STYLES: tuple[str, ...] = ("uniform", "jitter", "gaps", "jitter_gaps")
+#: Consecutive scenarios that share one draw of settings (and one vectorised propagation).
+SCENARIOS_PER_SETTING = 4
 #: Fine propagation steps per nominal sample for jittered sampling (times land on a cadence/4 grid).
 JITTER_SUBSTEPS = 4
 #: Durations of guided transfer hops, orbits: short of the singular half orbit (and long hops

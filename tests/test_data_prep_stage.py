@@ -188,3 +188,55 @@ def test_subset_of_motions_and_geo_orbit(tmp_path):
             assert r["context"]["orbit"] == "GEO"
     assert counts == {"hovering": 6, "rendezvous": 6}
     assert manifest["stats"]["rows"]["train"] > 0
+
+
+WIDE = ROOT / "data_prep" / "configs" / "wide.yaml"
+
+
+def test_wide_simulator_end_to_end(tmp_path):
+    """Variable-length tracks: records render, features recompute, sidecar padded with lengths."""
+    from prompts_cot.render import RenderOptions, render_prompt
+
+    out = tmp_path / "wide"
+    over = [f"out_dir={out}", "n_samples=48", "variants_per_scenario=2", "max_track_samples=150"]
+    manifest = run_stage(STAGE, load_config(DataPrepConfig, WIDE, over))
+    assert sum(manifest["stats"]["rows"].values()) == 48
+    lengths_seen, orbits = set(), set()
+    for split in SPLITS:
+        recs = load_jsonl(out / f"{split}.jsonl")
+        npz = np.load(out / "trajectories" / f"{split}.npz")
+        assert list(npz["sample_id"]) == [r["sample_id"] for r in recs]
+        assert npz["states"].shape[0] == len(recs) == len(npz["lengths"])
+        for r, st, n in zip(recs, npz["states"], npz["lengths"]):
+            obs = r["observation"]
+            assert len(obs["t_s"]) == n and obs["orbit"] == r["context"]["orbit"]
+            assert np.all(np.isfinite(st[:n])) and np.all(np.isnan(st[n:]))
+            np.testing.assert_allclose(st[:n, 0], obs["t_s"], atol=0.06)
+            assert compute_features(obs) == r["features"]
+            assert relabel_motion(r["features"]) == r["labels"]["motion"]
+            lengths_seen.add(int(n))
+            orbits.add(obs["orbit"])
+        if recs:
+            assert "Orbital motion" in render_prompt(recs[0], RenderOptions(prompt_type="cot"))
+    assert len(lengths_seen) > 5 and orbits == {"LEO", "GEO"}
+    again = tmp_path / "again"
+    run_stage(STAGE, load_config(DataPrepConfig, WIDE, over[1:] + [f"out_dir={again}"]))
+    assert digest(again) == digest(out)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("window_orbits=[1.0, 0.5]", "window_orbits"),
+    ("cadence_range_s=[0, 10]", "cadence_range_s"),
+    ("sampling=[]", "sampling"),
+    ("manoeuvres.approach_burns=1.5", "manoeuvres.approach_burns"),
+])
+def test_wide_config_errors_name_the_key(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        STAGE.run(load_config(DataPrepConfig, WIDE, [f"out_dir={tmp_path}", override]))
+
+
+def test_wide_keys_need_the_wide_simulator(tmp_path):
+    with pytest.raises(ConfigError, match="cadence_range_s.*simulator: wide"):
+        STAGE.run(tiny_cfg(tmp_path, "cadence_range_s=[10, 120]"))
+    with pytest.raises(ConfigError, match="sampling"):
+        load_config(DataPrepConfig, TINY, ["sampling=[sparse]"])
