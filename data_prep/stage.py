@@ -125,10 +125,11 @@ def validate_config(cfg: DataPrepConfig) -> None:
 
 def validate_wide(cfg: DataPrepConfig) -> None:
     """Checks of the wide-simulator keys; with ``simulator: classic`` they must keep their defaults."""
-    defaults = DataPrepConfig()
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(DataPrepConfig)}
     wide_keys = ("orbits", "window_orbits", "cadence_range_s", "sampling", "max_track_samples", "manoeuvres")
     if cfg.simulator == "classic":
-        changed = [k for k in wide_keys if getattr(cfg, k) != getattr(defaults, k)]
+        changed = [k for k in wide_keys if getattr(cfg, k) != defaults[k]]
         if changed:
             raise ConfigError(f"{changed[0]}: only used with `simulator: wide` (simulator is classic)")
         return

@@ -32,7 +32,7 @@ times and gaps, any window length. Layouts:
 :func:`read_tracks` returns records of the project's schema (docs/CONTRACT.md) with
 ``observation`` (naming its orbit, so the features are track features), ``features``,
 ``context`` and ``labels`` (None without a ``motion`` column). Every problem is a
-:class:`~pipeline.io.DataError` naming file, line and field.
+:class:`~pipeline.core.io.DataError` naming file, line and field.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ import numpy as np
 from data_prep import rules
 from data_prep.cw import ORBIT_ALTITUDE_M
 from data_prep.features import compute_features
-from data_prep.taxonomy import LABELS, LEVELS, canonical_label
-from pipeline.io import DataError, read_jsonl
+from pipeline.core.taxonomy import LABELS, LEVELS, canonical_label
+from pipeline.core.io import DataError, read_jsonl
 
 #: Unit factors to SI per dimension (s, m, deg, m/s).
 UNITS: dict[str, dict[str, float]] = {
@@ -385,7 +385,7 @@ def write_tracks_csv(path: str | Path, records: list[dict[str, Any]], distance: 
     """Write records' observations as a sensor-form track CSV (``track_id`` = sample id), with
     their context and labels; range in ``distance`` (m|km), range-rate in ``speed`` (mps|kmps),
     angles in degrees, time in s. Unknown context values are left blank."""
-    from pipeline.io import atomic_open
+    from pipeline.core.io import atomic_open
 
     d_factor, v_factor = UNITS["distance"][distance], UNITS["speed"][speed]
     header = ["track_id", "t_s", f"range_{distance}", "az_deg", "el_deg", f"range_rate_{speed}", "orbit",

@@ -31,9 +31,9 @@ from data_prep import cw  # noqa: E402
 from data_prep.features import compute_features  # noqa: E402
 from data_prep.labelling import relabel_motion  # noqa: E402
 from data_prep.stage import DataPrepConfig, simulate_tracks  # noqa: E402
-from data_prep.taxonomy import MOTION_LABELS  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.io import write_json  # noqa: E402
+from pipeline.core.taxonomy import MOTION_LABELS  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
+from pipeline.core.io import write_json  # noqa: E402
 
 
 def _bin(value: float, edges: list[float]) -> str:

@@ -16,7 +16,7 @@ from data_prep.labelling import DEFAULT_THRESHOLDS, relabel_motion
 from data_prep.sensor import SensorNoise, measure
 from data_prep.simulate import Sim
 from data_prep.stage import DataPrepConfig, simulate_tracks
-from data_prep.taxonomy import MOTION_LABELS
+from pipeline.core.taxonomy import MOTION_LABELS
 from data_prep.wide import ManoeuvreMix, TrackSettings
 
 N_LEO = cw.LEO_MEAN_MOTION
@@ -126,7 +126,7 @@ def test_sampling_styles(style):
 
 
 def _wide_cfg(**over) -> DataPrepConfig:
-    base = dict(simulator="wide", orbits=("LEO", "GEO"), window_orbits=(0.5, 2.0), cadence_range_s=(10.0, 120.0),
+    base = dict(out_dir="unused", simulator="wide", orbits=("LEO", "GEO"), window_orbits=(0.5, 2.0), cadence_range_s=(10.0, 120.0),
                 sampling=wide.SAMPLING_STYLES, max_track_samples=400, variants_per_scenario=2, seed=11)
     base.update(over)
     return DataPrepConfig(**base)

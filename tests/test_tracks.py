@@ -14,7 +14,7 @@ from data_prep.features import FEATURE_KEYS, TRACK_FEATURE_KEYS, compute_feature
 from data_prep.labelling import relabel_motion
 from data_prep.tracks import (EXAMPLE_PATH, EXAMPLE_TRACKS, example_records, observation_from_states, read_tracks,
                               write_tracks_csv)
-from pipeline.io import DataError
+from pipeline.core.io import DataError
 
 N = cw.LEO_MEAN_MOTION
 
