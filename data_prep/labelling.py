@@ -154,8 +154,7 @@ def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLD
     return None
 
 
-#: Local fits span this many analysis steps (data_prep.features.FIT_SPAN_STEPS; a burn is
-#: placed to within half of it).
+#: Local fits span this many analysis steps (data_prep.features.FIT_SPAN_STEPS).
 FIT_SPAN_STEPS = 6.0
 
 
@@ -190,15 +189,15 @@ def _burns_close_in(f: dict[str, Any], th: Thresholds, hover_speed: float) -> bo
 def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresholds) -> bool:
     """Retreat with burns: the range closes (by ``retreat_min_closing_frac``), then opens (by
     ``retreat_min_opening_frac``), never re-opening or re-closing by more than ``arc_tolerance``;
-    a burn of at least ``retreat_min_turn_dv_frac`` of the median speed turns it round within a
-    fit span of the closest approach (``closest_span_s``), and a later burn as large as half that one only stops the
+    a burn of at least ``retreat_min_turn_dv_frac`` of the median speed turns it round within two
+    fit spans of the closest approach (``closest_span_s``; the escape may still close in a while), and a later burn as large as half that one only stops the
     target (the arc after it holds its range; a random target keeps pushing)."""
     r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
     tol = th.arc_tolerance
     if not (rmin <= (1.0 - th.retreat_min_closing_frac) * r0 and rf >= (1.0 + th.retreat_min_opening_frac) * rmin
             and float(f["reopen_frac"]) <= tol and float(f["reclose_frac"]) <= tol):
         return False
-    near = 0.5 * FIT_SPAN_STEPS * float(f["analysis_step_s"]) + float(f["analysis_step_s"])
+    near = (2.0 * FIT_SPAN_STEPS + 1.0) * float(f["analysis_step_s"])
     first, last = (float(x) for x in f["closest_span_s"])
     turns = [b for b in f["burns"] if first - near <= float(b["t_s"]) <= last + near
              and float(b["dv_mps"]) >= th.retreat_min_turn_dv_frac * float(f["median_speed_mps"])]

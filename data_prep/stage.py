@@ -14,7 +14,7 @@ straddle splits. Imported rows are split by a hash of their sample id.
 Outputs: ``{train,dev,test}.jsonl`` (contract records) and ``trajectories/{split}.npz``
 (``sample_id`` (n,), ``states`` (n, T, 7) float32: t, x, y, z, vx, vy, vz in s, m, m/s; with
 ``simulator: wide`` the tracks differ in length: ``states`` is NaN-padded to the longest and
-``lengths`` (n,) gives each track's sample count).
+``lengths`` (n,) gives each track's sample count; that file is compressed).
 
 ``simulator: wide`` (:mod:`data_prep.wide`) draws orbit, window, cadence and sampling style per
 scenario and flies manoeuvres inside the window; its observations name their orbit, so their
@@ -383,10 +383,13 @@ def run(cfg: DataPrepConfig) -> StageResult:
         for split in SPLITS:
             sim_ids = np.array([r["sample_id"] for r in records[split] if r["source"] == "simulator"])
             path = out_dir / "trajectories" / f"{split}.npz"
-            extra = {"lengths": states[f"{split}:lengths"]} if f"{split}:lengths" in states else {}
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, sample_id=sim_ids, states=states[split], **extra)
+                    if f"{split}:lengths" in states:  # wide: NaN padding compresses away
+                        np.savez_compressed(fh, sample_id=sim_ids, states=states[split],
+                                            lengths=states[f"{split}:lengths"])
+                    else:
+                        np.savez(fh, sample_id=sim_ids, states=states[split])
             outputs.append(path)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for split in SPLITS:

@@ -379,8 +379,9 @@ def plan_approach(g: Guide) -> Plan:
         return plan
     coast_ok = sim.window * 1.05 <= LONG_HOP[1] * period
     if coast_ok and u < g.mix.approach_burns + (1.0 - g.mix.approach_burns) / 2:
-        # Two-impulse transfer towards the approach ellipsoid, departed before the window.
-        d = _unit(rng, 1, z_scale=0.2, x_scale=0.3)[0]
+        # Two-impulse transfer towards the approach ellipsoid, departed before the window (from near
+        # the V-bar: a long transfer from a radial offset swings out before it closes in).
+        d = _vbar_direction(rng, 0.15)
         r_dep = d * _log_uniform(rng, 3000.0, 12_000.0, 1)[0]
         rf = d / np.linalg.norm(d / APPROACH_ELLIPSOID_M)
         tau = rng.uniform(max(LONG_HOP[0], sim.window * 1.05 / period), LONG_HOP[1]) * period

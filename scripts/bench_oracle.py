@@ -76,7 +76,7 @@ def main() -> int:
             period = 2 * np.pi / cw.orbit_mean_motion(f.get("orbit", cfg.orbit))
             window = f.get("window_s", obs["t_s"][-1] - obs["t_s"][0])
             keys = [f"orbit={f.get('orbit', cfg.orbit)}",
-                    f"window_orbits={_bin(window / period, [0.5, 1.0, 1.5, 2.0])}",
+                    f"window_orbits={_bin(window / period, [0.5, 1.0, 1.5, 2.05])}",
                     f"cadence_s={_bin(float(np.median(np.diff(obs['t_s']))), [10, 20, 40, 80, 120])}"]
             for key in keys:
                 by_setting[key]["n"] += 1
