@@ -455,7 +455,7 @@ def track_burns(tg: TrackGrid, n: float, th: Thresholds) -> tuple[list[tuple[flo
         burns.append((float(0.5 * (t[best] + t[best + 1]) - t[0]), float(np.linalg.norm(mean[best])), best))
         jump[lo[best]:hi[best] + 1] -= mean[best]
         # Burns closer than h steps cannot be told apart (what is left there is smoothing residue).
-        valid[max(best - h, 0):best + h + 1] = False
+        valid[max(best - 2 * h, 0):best + 2 * h + 1] = False
     return sorted(burns), float(np.linalg.norm(acc))
 
 
