@@ -81,8 +81,9 @@ class Thresholds:
     burn_dv_mps: float = 0.15
     burn_dv_per_km: float = 0.012
     # Track features (observations that name their orbit) only, see relabel_track:
-    # speed thresholds (hover, rendezvous, burn floor) scale with n / n_LEO, at least this factor.
-    speed_scale_floor: float = 0.1
+    # speed thresholds (hover, rendezvous, burn floor) scale with n / n_LEO, at least this factor
+    # (GEO: n / n_LEO = 0.065, so 0.08 m/s in LEO is 5 mm/s there, ~10x the smoothed range-rate noise).
+    speed_scale_floor: float = 0.05
     # Range noise allowance of the track rules: an arc "opens" when its range rises above (1 + this)
     # x its start ("closes": below (1 - this) x), and a closing/opening phase may stray by this fraction.
     arc_tolerance: float = 0.03

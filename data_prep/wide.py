@@ -337,11 +337,14 @@ def _standoff(rng: np.random.Generator, direction: np.ndarray, lo: float, hi: fl
 
 
 def plan_hovering(g: Guide) -> Plan:
-    """Hold a point 0.3-10 km away: continuous thrust, or hops back to it every 1-4 % of an orbit."""
+    """Hold a point 0.5-10 km away with continuous thrust, or 0.3-10 km away by hops back to it every
+    1-4 % of an orbit."""
     rng, sim = g.rng, g.sim
     impulsive = rng.random() < g.mix.hovering_impulsive
     spread = 0.1 if impulsive else 0.3
-    r = _unit(rng, 1, z_scale=spread, x_scale=spread)[0] * _log_uniform(rng, 300.0, 10_000.0, 1)[0]
+    # An open-loop thrust hold drifts ~10-20 m over two LEO orbits (unmodelled acceleration): from 500 m.
+    r = _unit(rng, 1, z_scale=spread, x_scale=spread)[0] * _log_uniform(rng, 300.0 if impulsive else 500.0,
+                                                                        10_000.0, 1)[0]
     # A small velocity error: under hold thrust, 1 mm/s along-track drifts ~3 m per 1000 s.
     plan = Plan(state0=np.concatenate([r, 0.0002 * _speed_scale(sim) * rng.standard_normal(3)]))
     if not impulsive:
@@ -429,9 +432,9 @@ def _waypoint(r_from: np.ndarray, r_to: np.ndarray, q: float) -> np.ndarray:
 
 
 def plan_rendezvous(g: Guide) -> Plan:
-    """Hops to an approach point 100-300 m out on the V-bar, a slow final hop (0.15-0.3 orbits) to
-    a docking port 20-40 m out arriving at 0.45-0.85 of the window, braking burn, then the port
-    is kept by small corrections every 1-3 % of an orbit."""
+    """Hops to an approach point 100-300 m out on the V-bar, a slow final hop (0.15-0.3 orbits,
+    starting after a quarter of the window) to a docking port 20-40 m out arriving at about 0.45-0.85
+    of the window, braking burn, then the port is kept by small corrections every 1-3 % of an orbit."""
     rng, sim, period = g.rng, g.sim, g.sim.period
     side = rng.choice([-1.0, 1.0])
     port = np.array([0.0, side * rng.uniform(20.0, 40.0), 0.0])
@@ -439,23 +442,20 @@ def plan_rendezvous(g: Guide) -> Plan:
     r_from = _vbar_direction(rng, 0.25) * _log_uniform(rng, 1500.0, 10_000.0, 1)[0]
     r_from[1] = side * abs(r_from[1])
     t_arr = rng.uniform(0.45, 0.85) * sim.window
-    t_entry = t_arr - rng.uniform(0.15, 0.3) * period
+    final = rng.uniform(0.15, 0.3) * period
+    # The window starts well before the final hop (else the target would start < 300 m out).
+    t_entry = max(t_arr - final, 0.25 * sim.window)
+    t_arr = t_entry + final
     inside = rng.random() < g.mix.rendezvous_burns
     t_b = rng.uniform(0.05, 0.3) * sim.window
     if inside and (t_entry - t_b) / period < HOP_ORBITS[0]:
         inside = False
     plan = Plan(state0=np.zeros(6))
-    if t_entry > 0:
-        plan.state0 = _arrive_by_hops(g, plan, inside, r_from, entry, t_entry, t_b)
-    else:  # already on the final hop at t = 0
-        v_dep = cw.two_impulse_velocity(entry[None], port[None], g.sim.n, np.array([t_arr - t_entry]))[0]
-        plan.state0 = g.coast(np.concatenate([entry, v_dep]), -t_entry)
-        inside = False
+    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, entry, t_entry, t_b)
     if inside:
         plan.hold_until = g.step(t_b)
     k_entry, k_arr = g.step(t_entry), g.step(t_arr)
-    if k_entry >= 0:
-        plan.events.append((k_entry, GO, port, k_arr, 1.0))
+    plan.events.append((k_entry, GO, port, k_arr, 1.0))
     plan.events.append((g.step(t_entry + rng.uniform(0.5, 0.75) * (t_arr - t_entry)), GO, port, k_arr, CORRECTION_ERROR))
     plan.events.append((k_arr, STOP, port, k_arr, 0.0))
     _keep_station(plan, k_arr + 1, sim.n_steps, max(2, g.step(rng.uniform(0.01, 0.03) * period)))

@@ -309,7 +309,7 @@ def test_oracle_speed_thresholds_scale_with_the_orbit():
     hit = {**docked, "final_speed_mps": 0.02, "final_range_m": 10.0, "min_range_m": 10.0}
     assert relabel_motion(hit) == "collision"
     assert relabel_motion({**hit, "orbit": "LEO"}) == "rendezvous"  # 2 cm/s is "at rest" in LEO
-    assert DEFAULT_THRESHOLDS.speed_scale_floor == 0.1
+    assert DEFAULT_THRESHOLDS.speed_scale_floor == 0.05
 
 
 def test_oracle_classic_features_keep_the_classic_rules():
