@@ -406,10 +406,11 @@ def track_burns(tg: TrackGrid, n: float, th: Thresholds) -> tuple[list[tuple[flo
 
     The median acceleration over all baselines is continuous thrust (e.g. a hold), not a burn.
     A burn between grid times g and g+1 shows in the 2 h baselines that span it (across a gap
-    too), so burns are found by matching pursuit: the window of baselines whose mean jump is
-    most significant is a burn (delta-v = that mean), its mean is removed from those baselines,
-    no other burn is placed within h steps, and so on while a window's mean exceeds ``BURN_SIGMAS`` times its noise (from the fit noise
-    at both ends: adapts to cadence, gaps, range and sensor), the floor ``burn_dv_mps * s``
+    too), so burns are found by matching pursuit: among the windows whose mean jump is
+    significant, the largest is a burn (delta-v = that mean), its mean is removed from those
+    baselines, no other burn is placed within 2 h steps (what is left there is smoothing residue),
+    and so on. Significant: above ``BURN_SIGMAS`` times the window's noise (from the fit noise at
+    both ends: adapts to cadence, gaps, range and sensor), the floor ``burn_dv_mps * s``
     (s = :func:`speed_scale`) and ``BURN_SPEED_FRAC`` of the speed there.
 
     Returns ([(time from start s, delta-v m/s, grid index g), ...] in time order, continuous
@@ -454,7 +455,7 @@ def track_burns(tg: TrackGrid, n: float, th: Thresholds) -> tuple[list[tuple[flo
         best = int(np.argmax(np.where(above, size, -1.0)))  # the largest significant jump
         burns.append((float(0.5 * (t[best] + t[best + 1]) - t[0]), float(np.linalg.norm(mean[best])), best))
         jump[lo[best]:hi[best] + 1] -= mean[best]
-        # Burns closer than h steps cannot be told apart (what is left there is smoothing residue).
+        # Burns closer than 2 h steps share baselines and cannot be told apart.
         valid[max(best - 2 * h, 0):best + 2 * h + 1] = False
     return sorted(burns), float(np.linalg.norm(acc))
 
@@ -523,8 +524,9 @@ def track_features(
     and the extra keys (:data:`TRACK_FEATURE_KEYS`, docs/CONTRACT.md) say what was seen: orbit,
     window, median cadence, samples, longest gap, the analysis step, the median speed, the
     continuous thrust acceleration, how far the range strays from closing-then-opening
-    (:func:`range_monotony`), when the range is within ``CLOSEST_BAND`` of its minimum, the burns (``{"t_s", "dv_mps"}``) and the coasting arcs between
-    them (``{"t0_s", "t1_s", "r0_m", "r1_m", "rmin_m", "rmax_m", "dv_mps"}``).
+    (:func:`range_monotony`), when the range is within ``CLOSEST_BAND`` of its minimum, the
+    burns (``{"t_s", "dv_mps"}``) and the coasting arcs between them (``{"t0_s", "t1_s", "r0_m",
+    "r1_m", "rmin_m", "rmax_m", "dv_mps"}``).
     """
     orbit = str(observation["orbit"])
     if orbit not in ORBIT_ALTITUDE_M:

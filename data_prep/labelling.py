@@ -191,8 +191,9 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
     """Retreat with burns: the range closes (by ``retreat_min_closing_frac``), then opens (by
     ``retreat_min_opening_frac``), never re-opening or re-closing by more than ``arc_tolerance``;
     a burn of at least ``retreat_min_turn_dv_frac`` of the median speed turns it round within two
-    fit spans of the closest approach (``closest_span_s``; the escape may still close in a while), and a later burn as large as half that one only stops the
-    target (the arc after it holds its range; a random target keeps pushing)."""
+    fit spans of the closest approach (``closest_span_s``; the escape may still close in a while),
+    and a later burn as large as half that one only stops the target (the arc after it holds its
+    range; a random target keeps pushing)."""
     r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
     tol = th.arc_tolerance
     if not (rmin <= (1.0 - th.retreat_min_closing_frac) * r0 and rf >= (1.0 + th.retreat_min_opening_frac) * rmin

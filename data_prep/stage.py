@@ -143,8 +143,9 @@ def validate_wide(cfg: DataPrepConfig) -> None:
         raise ConfigError("max_track_samples: must be >= 20")
     for f in dataclasses.fields(wide.ManoeuvreMix):
         value = getattr(cfg.manoeuvres, f.name)
-        if not 0.0 <= value <= (1.0 if f.name != "execution_error" else 0.3):
-            raise ConfigError(f"manoeuvres.{f.name}: {value} outside [0, {1.0 if f.name != 'execution_error' else 0.3}]")
+        top = 0.3 if f.name == "execution_error" else 1.0
+        if not 0.0 <= value <= top:
+            raise ConfigError(f"manoeuvres.{f.name}: {value} outside [0, {top}]")
 
 
 def class_targets(n_samples: int, motions: tuple[str, ...]) -> dict[str, int]:

@@ -173,7 +173,8 @@ def _context_value(path: Path, line: int, field: str, value: Any) -> Any:
         raise DataError(path, line, field, f"unknown value {value!r}; expected true/false (yes/no, 1/0)")
     text = str(value).strip().lower().replace(" ", "_")
     if text not in rules.CONTEXT_VALUES[field]:
-        raise DataError(path, line, field, f"unknown value {value!r}; expected one of {list(rules.CONTEXT_VALUES[field])}")
+        raise DataError(path, line, field,
+                        f"unknown value {value!r}; expected one of {list(rules.CONTEXT_VALUES[field])}")
     return text
 
 
@@ -334,7 +335,8 @@ def _constant(path: Path, samples: list[tuple[int, dict[str, Any]]], field: str,
         if seen is None:
             seen = (line, raw, value)
         elif value != seen[2]:
-            raise DataError(path, line, field, f"differs within the track ({raw!r} here, {seen[1]!r} on line {seen[0]})")
+            raise DataError(path, line, field,
+                            f"differs within the track ({raw!r} here, {seen[1]!r} on line {seen[0]})")
     return None if seen is None else seen[2]
 
 
@@ -351,7 +353,8 @@ def _track_record(path: Path, sample_id: str, source: str, samples: list[tuple[i
     bad = np.flatnonzero(np.diff(t) <= 0)
     if bad.size:
         line = samples[int(bad[0]) + 1][0]
-        raise DataError(path, line, columns["t"][0], f"time does not increase ({t[bad[0] + 1]:g} s after {t[bad[0]]:g} s)")
+        raise DataError(path, line, columns["t"][0],
+                        f"time does not increase ({t[bad[0] + 1]:g} s after {t[bad[0]]:g} s)")
     context: dict[str, Any] = {"orbit": _constant(path, samples, "orbit", _context_value) or default_orbit}
     for field in CONTEXT_FIELDS:
         value = _constant(path, samples, field, _context_value)

@@ -456,7 +456,8 @@ def plan_rendezvous(g: Guide) -> Plan:
         plan.hold_until = g.step(t_b)
     k_entry, k_arr = g.step(t_entry), g.step(t_arr)
     plan.events.append((k_entry, GO, port, k_arr, 1.0))
-    plan.events.append((g.step(t_entry + rng.uniform(0.5, 0.75) * (t_arr - t_entry)), GO, port, k_arr, CORRECTION_ERROR))
+    k_corr = g.step(t_entry + rng.uniform(0.5, 0.75) * (t_arr - t_entry))
+    plan.events.append((k_corr, GO, port, k_arr, CORRECTION_ERROR))
     plan.events.append((k_arr, STOP, port, k_arr, 0.0))
     _keep_station(plan, k_arr + 1, sim.n_steps, max(2, g.step(rng.uniform(0.01, 0.03) * period)))
     return plan
@@ -517,7 +518,8 @@ def gen_random_wide(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
     scale = _speed_scale(sim)
     rng = sim.rng
     # Mostly along-track: a radial offset of kilometres alone makes a relative orbit of ~10 m/s.
-    r0 = np.stack([_vbar_direction(rng, 0.5) for _ in range(n_scen)]) * _log_uniform(rng, 1000.0, 15_000.0, n_scen)[:, None]
+    r0 = np.stack([_vbar_direction(rng, 0.5) for _ in range(n_scen)])
+    r0 *= _log_uniform(rng, 1000.0, 15_000.0, n_scen)[:, None]
     v0 = _unit(rng, n_scen) * (scale * rng.uniform(0.0, 1.0, n_scen))[:, None]
     v0[:, 1] += -2.0 * sim.n * r0[:, 0]
     n_burn = rng.integers(3, 6, n_scen)

@@ -103,7 +103,8 @@ def main() -> int:
         with open(args.dump, "w", encoding="utf-8") as fh:
             for m in misses:
                 fh.write(json.dumps(m) + "\n")
-    print(json.dumps({k: report[k] for k in ("agreement", "per_class", "confusion", "by_setting", "seconds")}, indent=1))
+    keys = ("agreement", "per_class", "confusion", "by_setting", "seconds")
+    print(json.dumps({k: report[k] for k in keys}, indent=1))
     return 0
 
 

@@ -92,8 +92,9 @@ def test_guided_manoeuvres_reach_their_marks():
 
 def test_geo_manoeuvres_are_leo_ones_slowed_down():
     """Same seed and window in orbits: GEO speeds are the LEO ones x n_GEO / n_LEO."""
-    _, leo, _, _ = guided_tracks("approach", N_LEO, 1.0, 2 * math.pi / N_LEO / 100, 5, ManoeuvreMix(execution_error=0.0))
-    _, geo, _, _ = guided_tracks("approach", N_GEO, 1.0, 2 * math.pi / N_GEO / 100, 5, ManoeuvreMix(execution_error=0.0))
+    exact = ManoeuvreMix(execution_error=0.0)
+    _, leo, _, _ = guided_tracks("approach", N_LEO, 1.0, 2 * math.pi / N_LEO / 100, 5, exact)
+    _, geo, _, _ = guided_tracks("approach", N_GEO, 1.0, 2 * math.pi / N_GEO / 100, 5, exact)
     np.testing.assert_allclose(geo[..., :3], leo[..., :3], rtol=1e-6, atol=1e-3)
     np.testing.assert_allclose(geo[..., 3:], leo[..., 3:] * N_GEO / N_LEO, rtol=1e-6, atol=1e-6)
 
@@ -126,8 +127,9 @@ def test_sampling_styles(style):
 
 
 def _wide_cfg(**over) -> DataPrepConfig:
-    base = dict(out_dir="unused", simulator="wide", orbits=("LEO", "GEO"), window_orbits=(0.5, 2.0), cadence_range_s=(10.0, 120.0),
-                sampling=wide.SAMPLING_STYLES, max_track_samples=400, variants_per_scenario=2, seed=11)
+    base = dict(out_dir="unused", simulator="wide", orbits=("LEO", "GEO"), window_orbits=(0.5, 2.0),
+                cadence_range_s=(10.0, 120.0), sampling=wide.SAMPLING_STYLES, max_track_samples=400,
+                variants_per_scenario=2, seed=11)
     base.update(over)
     return DataPrepConfig(**base)
 
