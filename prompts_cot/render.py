@@ -55,19 +55,21 @@ CONTEXT_FIELDS: tuple[str, ...] = ("orbit", "size", "cooperative", "equipment", 
 #: Canonical order of the 7 known-information elements (``RenderOptions.field_order`` names).
 FIELD_ORDER: tuple[str, ...] = CONTEXT_FIELDS + ("motion",)
 
-PromptType = Literal["basic", "instruction", "cot"]
+PromptType = Literal["basic", "instruction", "cot", "compact"]
 
 
 @dataclass(frozen=True)
 class RenderOptions:
     """How to render one record. Defaults are the canonical (unperturbed) rendering."""
 
-    # basic: question + known information; instruction: + every candidate per level; cot: + reasoning steps
+    # basic: question + known information; instruction: + every candidate per level; cot: + reasoning steps;
+    # compact: only the known information with short field names (the answer line is the question)
     prompt_type: PromptType = "instruction"
     # language of prompt and response
     lang: Literal["en", "zh"] = "en"
-    # orbital motion as a qualitative sentence, compact numbers, or both
-    motion_style: Literal["qualitative", "numeric", "both"] = "both"
+    # orbital motion as a qualitative sentence, compact numbers, both, or compact (trend words, manoeuvres and
+    # the unitless ratios the relabelling rules compare: model-friendly and short)
+    motion_style: Literal["qualitative", "numeric", "both", "compact"] = "both"
     # distances in m|km and speeds in m/s|km/s (same absolute precision either way)
     units: Literal["m", "km"] = "m"
     # digits after the point in base units (m, m/s)
@@ -88,12 +90,12 @@ class RenderOptions:
 
 def check_options(opts: RenderOptions) -> None:
     """Raise ValueError for options that cannot be rendered."""
-    if opts.prompt_type not in ("basic", "instruction", "cot"):
-        raise ValueError(f"prompt_type {opts.prompt_type!r} is not basic|instruction|cot")
+    if opts.prompt_type not in ("basic", "instruction", "cot", "compact"):
+        raise ValueError(f"prompt_type {opts.prompt_type!r} is not basic|instruction|cot|compact")
     if opts.lang not in TEMPLATES:
         raise ValueError(f"lang {opts.lang!r} is not one of {sorted(TEMPLATES)}")
-    if opts.motion_style not in ("qualitative", "numeric", "both"):
-        raise ValueError(f"motion_style {opts.motion_style!r} is not qualitative|numeric|both")
+    if opts.motion_style not in ("qualitative", "numeric", "both", "compact"):
+        raise ValueError(f"motion_style {opts.motion_style!r} is not qualitative|numeric|both|compact")
     if opts.units not in ("m", "km"):
         raise ValueError(f"units {opts.units!r} is not m|km")
     if opts.decimals < 0 or opts.max_obs_points < 0:
@@ -293,8 +295,45 @@ def numeric_motion(record: dict[str, Any], opts: RenderOptions) -> str:
     return text.strip()
 
 
+def _ratio_value(num: float, den: float) -> str:
+    """``num / den`` with two decimals (a zero denominator is guarded, as in the relabelling rules)."""
+    return _ratio_text(float(num) / max(float(den), 1e-9))
+
+
+def compact_motion(features: dict[str, Any], opts: RenderOptions) -> str:
+    """The model-friendly motion line: trend words, manoeuvre count, closest range, the three unitless
+    ratios the relabelling rules compare (start/closest, end/closest, radial extent/closest) and the final
+    speed, e.g. ``closing, then opening, no burns; min 3025 m; start/min 2.75; end/min 2.71; radial/min 0.02;
+    speed 1.60 m/s``.
+
+    The ratios are unitless (units and notation perturbations leave them as they are); distances and speeds
+    follow ``units``/``decimals``/``scientific`` like every other rendering.
+    """
+    t = TEMPLATES[opts.lang]
+    c = t["compact"]
+    _, _, du, vu = _unit_scale(opts)
+    rmin = float(features["min_range_m"])
+    n = int(features.get("n_burns") or 0)
+    burns = c["burns"][str(n)] if str(n) in c["burns"] else c["burns"]["n"].format(n=n)
+    ext = list(features.get("extent_m") or [float("nan")] * 3)
+    return c["motion"].format(
+        trend=t["rationale"]["trend_short"][motion_trend(features)],
+        burns=burns,
+        rmin=_dist(rmin, opts),
+        a=_ratio_value(features["initial_range_m"], rmin),
+        b=_ratio_value(features["final_range_m"], rmin),
+        x=_ratio_value(ext[0], rmin),
+        vf=_speed(features["final_speed_mps"], opts),
+        d_unit=du,
+        v_unit=vu,
+        keepout=c["keepout"] if features.get("entered_keepout") else "",
+    )
+
+
 def motion_text(record: dict[str, Any], opts: RenderOptions) -> str:
     """The orbital-motion element in the chosen style."""
+    if opts.motion_style == "compact":
+        return compact_motion(record["features"], opts)
     parts = []
     if opts.motion_style in ("qualitative", "both"):
         parts.append(qualitative_motion(record["features"], opts.lang, clauses=opts.motion_style == "qualitative"))
@@ -306,8 +345,12 @@ def motion_text(record: dict[str, Any], opts: RenderOptions) -> str:
 # --------------------------------------------------------------------------- prompt
 
 
-def _value_text(field: str, value: Any, lang: str) -> str:
-    """Display text of a context value; unknown values fall back to the raw value."""
+def _value_text(field: str, value: Any, lang: str, compact: bool = False) -> str:
+    """Display text of a context value (the compact prompt's short form where it has one); unknown values
+    fall back to the raw value."""
+    short = TEMPLATES[lang]["compact"]["values"].get(field, {}) if compact else {}
+    if str(value) in short:
+        return short[str(value)]
     table = TEMPLATES[lang]["values"][field]
     key = str(value).lower() if isinstance(value, bool) else str(value)
     if key in table:
@@ -326,7 +369,9 @@ def known_information(record: dict[str, Any], opts: RenderOptions) -> str:
     Raises KeyError naming the missing context key / feature for incomplete simulated records.
     """
     t = TEMPLATES[opts.lang]
-    lines = [t["known_header"]]
+    compact = opts.prompt_type == "compact"
+    fields = t["compact"]["fields"] if compact else t["fields"]
+    lines = [] if compact else [t["known_header"]]
     if record.get("features") is None:
         lines.append(str(record["text"]).strip())
     else:
@@ -337,8 +382,8 @@ def known_information(record: dict[str, Any], opts: RenderOptions) -> str:
             else:
                 if field not in context:
                     raise KeyError(f"context.{field}")
-                value = _value_text(field, context[field], opts.lang)
-            lines.append(t["line"].format(field=t["fields"][field], value=value))
+                value = _value_text(field, context[field], opts.lang, compact)
+            lines.append(t["line"].format(field=fields[field], value=value))
     lines.extend(t["distractor_line"].format(text=d) for d in opts.distractors)
     return "\n".join(lines)
 
@@ -364,6 +409,8 @@ def assemble_prompt(known: str, opts: RenderOptions) -> str:
     """Wrap a known-information block into the full prompt of ``opts.prompt_type``."""
     t = TEMPLATES[opts.lang]
     i = opts.instruction_variant
+    if opts.prompt_type == "compact":
+        return known
     if opts.prompt_type == "basic":
         return f"{known}\n{t['basic']['question'][i]}"
     parts = [t["instruction"]["instruction"][i], known, options_block(opts)]

@@ -54,16 +54,18 @@ class VariantConfig:
 
     # output folder name under out_dir (e.g. plain, cot)
     name: str
-    # basic | instruction (every candidate listed) | cot (candidates + reasoning steps)
-    prompt_type: Literal["basic", "instruction", "cot"] = "instruction"
+    # basic | instruction (every candidate listed) | cot (candidates + reasoning steps) | compact (short
+    # known information only: the demo's model-friendly prompt)
+    prompt_type: Literal["basic", "instruction", "cot", "compact"] = "instruction"
     # response = derived (or human) rationale + answer line when true, else the answer line only
     cot: bool = False
     # en | zh | auto (auto: one language per sample from `languages`, chosen by hash of seed and sample_id)
     lang: Literal["en", "zh", "auto"] = "auto"
-    # orbital motion as the qualitative sentence, compact numbers, or both. Default numeric: the CoT
+    # orbital motion as the qualitative sentence, compact numbers, both, or compact (trend words, burns and
+    # the unitless ratios the relabelling rules compare). Default numeric: the CoT
     # rationale then derives the trend itself, and with the SmolLM2 tokenizer "both" costs ~18 more tokens
     # (demo data: cot prompts up to 253 of 256 tokens with both, 235 with numeric)
-    motion_style: Literal["qualitative", "numeric", "both"] = "numeric"
+    motion_style: Literal["qualitative", "numeric", "both", "compact"] = "numeric"
     # distances m|km (speeds m/s|km/s)
     units: Literal["m", "km"] = "m"
     # digits after the point for distances in metres (speeds get max(decimals, 2) in m/s)
@@ -274,7 +276,7 @@ def shrink_target(r: Rendered, budget: int, counter: TokenCounter) -> bool:
 def to_row(r: Rendered, variant: VariantConfig, split: str, hashes: dict[tuple, str]) -> dict[str, Any]:
     """The CONTRACT row of a rendered record (``truncated`` only present when it was shortened)."""
     opts = r.opts
-    key = (opts.prompt_type, opts.lang, opts.instruction_variant, variant.cot)
+    key = (opts.prompt_type, opts.lang, opts.instruction_variant, variant.cot, opts.motion_style)
     if key not in hashes:
         hashes[key] = template_hash(*key)
     row = {

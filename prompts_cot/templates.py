@@ -78,6 +78,28 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "no_jumps": "no jumps",
             "keepout_in": ", keep-out entered",
         },
+        # Compact prompt (prompt_type "compact") and compact motion (motion_style "compact"): short field
+        # names, no instruction or option list (label scoring enumerates the candidates), and the motion as
+        # trend words + manoeuvre count + the unitless ratios the relabelling rules compare.
+        "compact": {
+            "fields": {
+                "orbit": "Station",
+                "size": "Size",
+                "cooperative": "Cooperative",
+                "equipment": "Equipment",
+                "lighting": "Light",
+                "electromagnetic": "EM",
+                "motion": "Motion",
+            },
+            # short values where the full ones are long ("LEO" for "LEO space station")
+            "values": {"orbit": {"LEO": "LEO", "GEO": "GEO"}},
+            "motion": (
+                "{trend}, {burns}; min {rmin} {d_unit}; start/min {a}; end/min {b}; radial/min {x};"
+                " speed {vf} {v_unit}{keepout}"
+            ),
+            "burns": {"0": "no burns", "1": "1 burn", "n": "{n} burns"},
+            "keepout": "; keep-out entered",
+        },
         "options": "Options:\n{lines}",
         "option_line": "{level}: {labels}",
         "option_sep": " ",  # a space costs no extra token (26 candidates must fit the budget)
@@ -199,6 +221,24 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "no_jumps": "无突变",
             "keepout_in": "，进入禁入球",
         },
+        "compact": {
+            "fields": {
+                "orbit": "空间站",
+                "size": "尺寸",
+                "cooperative": "合作",
+                "equipment": "装备",
+                "lighting": "光照",
+                "electromagnetic": "电磁",
+                "motion": "运动",
+            },
+            "values": {"orbit": {"LEO": "近地轨道", "GEO": "地球静止轨道"}},
+            "motion": (
+                "{trend}，{burns}；最近{rmin} {d_unit}；起始/最近{a}；结束/最近{b}；径向/最近{x}；"
+                "末速度{vf} {v_unit}{keepout}"
+            ),
+            "burns": {"0": "无机动", "1": "1次机动", "n": "{n}次机动"},
+            "keepout": "；进入禁入球",
+        },
         "options": "选项：\n{lines}",
         "option_line": "{level}：{labels}",
         "option_sep": "、",
@@ -279,8 +319,13 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 N_INSTRUCTION_VARIANTS: dict[str, int] = {lang: len(t["instruction"]["instruction"]) for lang, t in TEMPLATES.items()}
 
 
-def used_templates(prompt_type: str, lang: str, instruction_variant: int, cot: bool) -> dict[str, Any]:
-    """The template entries one (prompt, response) pair draws on, as a JSON-able dict."""
+def used_templates(prompt_type: str, lang: str, instruction_variant: int, cot: bool,
+                   motion_style: str | None = None) -> dict[str, Any]:
+    """The template entries one (prompt, response) pair draws on, as a JSON-able dict.
+
+    The ``compact`` entries count only for a compact prompt or compact motion, so the hashes of the
+    other renderings do not change when they are edited.
+    """
     t = TEMPLATES[lang]
     shared = {k: t[k] for k in ("known_header", "line", "distractor_line", "fields", "values", "motion")}
     used: dict[str, Any] = {
@@ -289,19 +334,27 @@ def used_templates(prompt_type: str, lang: str, instruction_variant: int, cot: b
         **shared,
         "answer": [t["answer"], t["answer_pair"], t["answer_sep"]],
     }
+    if prompt_type == "compact" or motion_style == "compact":
+        used["compact"] = t["compact"]
     if prompt_type == "basic":
         used["question"] = t["basic"]["question"][instruction_variant]
+    elif prompt_type == "compact":
+        pass  # no instruction, no option list, no format hint
     else:
         used["instruction"] = t["instruction"]["instruction"][instruction_variant]
         used["options"] = [t["options"], t["option_line"], t["option_sep"], t["format_hint"]]
     if prompt_type == "cot":
         used["steps"] = t["cot"]["steps"]
+    if motion_style == "compact":
+        used["rationale_trend"] = t["rationale"]["trend_short"]
     if cot:
         used["rationale"] = t["rationale"]
     return used
 
 
-def template_hash(prompt_type: str, lang: str, instruction_variant: int, cot: bool) -> str:
+def template_hash(prompt_type: str, lang: str, instruction_variant: int, cot: bool,
+                  motion_style: str | None = None) -> str:
     """sha256 of the canonical JSON of the template entries a row used (stable across runs)."""
-    text = json.dumps(used_templates(prompt_type, lang, instruction_variant, cot), sort_keys=True, ensure_ascii=False)
+    text = json.dumps(used_templates(prompt_type, lang, instruction_variant, cot, motion_style), sort_keys=True,
+                      ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -358,3 +358,60 @@ def test_template_hash_is_stable_and_tracks_template_edits(monkeypatch):
     assert templates.template_hash("instruction", "en", 0, False) != h
     monkeypatch.setitem(templates.TEMPLATES["en"]["cot"], "steps", "Think harder.")
     assert templates.template_hash("cot", "en", 0, True) != h
+
+
+# --------------------------------------------------------------------------- compact prompt (the demo's)
+COMPACT = RenderOptions(prompt_type="compact", motion_style="compact", decimals=0)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_compact_prompt_is_the_known_information_only(lang):
+    rec = make_record("flyby")
+    text = render_prompt(rec, dataclasses.replace(COMPACT, lang=lang))
+    t = templates.TEMPLATES[lang]
+    lines = text.splitlines()
+    # one short "field: value" line per element, in canonical order, and nothing else (no header,
+    # instruction, options or format hint: label scoring / the answer line is the question)
+    assert len(lines) == len(FIELD_ORDER)
+    assert lines[0] == t["line"].format(field=t["compact"]["fields"]["orbit"], value=t["compact"]["values"]["orbit"]["LEO"])
+    assert t["known_header"] not in text and t["format_hint"] not in text and t["options"].split("{")[0] not in text
+    assert lines[-1].startswith(t["line"].format(field=t["compact"]["fields"]["motion"], value=""))
+    # a text-only record renders as its text
+    text_rec = make_text_record()
+    assert render_prompt(text_rec, dataclasses.replace(COMPACT, lang=lang)) == text_rec["text"].strip()
+
+
+def test_compact_motion_quotes_the_ratios_the_rules_compare():
+    rec = make_record("flyby")
+    f = rec["features"]
+    line = render_prompt(rec, COMPACT).splitlines()[-1]
+    rmin = f["min_range_m"]
+    assert f"start/min {f['initial_range_m'] / rmin:.2f}" in line
+    assert f"end/min {f['final_range_m'] / rmin:.2f}" in line
+    assert f"radial/min {f['extent_m'][0] / rmin:.2f}" in line
+    assert f"min {rmin:.0f} m" in line and f"speed {f['final_speed_mps']:.2f} m/s" in line
+    assert "no burns" in line and "closing, then opening" in line
+    burns = render_prompt(make_record("random"), COMPACT).splitlines()[-1]
+    assert f"{make_record('random')['features']['n_burns']} burns" in burns
+
+
+def test_compact_perturbations_re_render_units_order_and_distractors():
+    rec = make_record("approach")
+    base = render_prompt(rec, COMPACT)
+    km = render_prompt(rec, dataclasses.replace(COMPACT, units="km"))
+    # units change distances and speeds, never the unitless ratios
+    ratios = re.findall(r"(?:start|end|radial)/min [0-9.]+", base)
+    assert ratios and ratios == re.findall(r"(?:start|end|radial)/min [0-9.]+", km)
+    assert " km" in km and " km/s" in km and " m/s" not in km
+    moved = render_prompt(rec, dataclasses.replace(COMPACT, field_order=("motion", "size")))
+    assert sorted(moved.splitlines()) == sorted(base.splitlines()) and moved != base
+    noted = render_prompt(rec, dataclasses.replace(COMPACT, distractors=("The crew is asleep.",)))
+    assert noted.startswith(base) and noted.endswith("The crew is asleep.")
+
+
+def test_compact_template_hash_only_counts_for_compact_rows(monkeypatch):
+    before = templates.template_hash("instruction", "en", 0, False, "numeric")
+    compact = templates.template_hash("compact", "en", 0, False, "compact")
+    monkeypatch.setitem(templates.TEMPLATES["en"]["compact"], "keepout", "; inside the keep-out sphere")
+    assert templates.template_hash("instruction", "en", 0, False, "numeric") == before
+    assert templates.template_hash("compact", "en", 0, False, "compact") != compact
