@@ -60,7 +60,7 @@ def _threads():
 def test_loss_decreases_on_repeated_example(tmp_path):
     prompts = write_prompts(tmp_path / "p", n_train=4, repeat_one=True)
     cfg = tiny_cfg(tmp_path, prompts, logging_steps=1, **{"optim.max_steps": 20, "optim.learning_rate": 0.1,
-                   "eval.steps": 0, "checkpoint.save_steps": 0, "eval.generate_rows": 0,
+                   "eval.steps": 0, "checkpoint.save_steps": 0, "eval.accuracy_rows": 0,
                    "method.ptuning_v2.pre_seq_len": 8})
     stats = run_train(cfg).stats
     losses = [r[2] for r in train_losses(cfg.out_dir) if r[0] == "train"]
@@ -133,6 +133,26 @@ def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
     assert lm.pre_seq_len == 4
 
 
+def test_dev_accuracy_by_label_scoring_matches_the_scorer(tmp_path):
+    """``eval.mode: score`` ranks the answer line's candidates like the evaluate stage: the dev accuracy logged
+    for best/ is what label scoring of best/ on the same rows gives."""
+    from pipeline.models.scoring import score_rows
+
+    prompts = write_prompts(tmp_path / "p", n_train=6, n_dev=5)
+    cfg = tiny_cfg(tmp_path, prompts, **{"optim.max_steps": 2, "checkpoint.save_steps": 0, "eval.steps": 1,
+                                         "eval.mode": "score", "eval.accuracy_rows": 5})
+    run_stage(STAGE, cfg)
+    evals = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "eval"]
+    assert [(r["dev_mode"], r["dev_rows"]) for r in evals] == [("score", 5), ("score", 5)]
+    best = json.loads((Path(cfg.out_dir) / "best/prefix_config.json").read_text())
+    lm, tok = load_model("tiny:llama", prefix_dir=Path(cfg.out_dir) / "best")
+    rows = [json.loads(line) for line in (prompts / "plain/dev.jsonl").read_text().splitlines()]
+    scored = score_rows(lm, tok, [r["prompt"] for r in rows], [r.get("lang", "en") for r in rows])
+    motion = sum(s["parsed"]["motion"] == r["label"]["motion"] for s, r in zip(scored, rows)) / len(rows)
+    assert best["dev"]["dev_acc_motion"] == pytest.approx(motion)
+
+
 def test_fill_deepspeed_config_resolves_auto():
     raw = json.loads((ROOT / "pipeline/configs/deepspeed/zero2_offload.json").read_text())
     optim = OptimConfig(learning_rate=0.02, warmup_steps=10, max_steps=3000, per_device_batch_size=2,
@@ -167,28 +187,32 @@ def test_nested_config_sections_and_method_name_are_validated(tmp_path):
         load_config(TrainConfig, TINY_YAML, ["max_steps=7"])  # the old flat key is an unknown key now
 
 
-def run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def run_cli(args: list[str], timeout: int = 600, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(extra_env or {})}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return subprocess.run([sys.executable, "-m", "pipeline", "train", "--config", str(TINY_YAML), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_deepspeed_engine_smoke_matches_torch(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_deepspeed_engine_smoke_matches_torch(tmp_path, dtype):
     """DeepSpeed (ZeRO-2, CPU, gloo) through the real CLI gives the torch engine's losses.
 
-    Runs in a subprocess so the process group does not leak into other tests. The first run on a
-    machine JIT-builds DeepSpeed's shared-memory comm op (~80 s, cached afterwards).
+    Runs in a subprocess so the process group does not leak into other tests. ``bfloat16``: a bf16 frozen
+    base on CPU with the float32 prefix (DeepSpeed's float32 path). A single-process CPU run never builds
+    DeepSpeed's shared-memory comm op (checked with an empty extensions folder).
     """
     prompts = write_prompts(tmp_path / "p")
     common = [f"prompts_dir={prompts}", "optim.max_steps=3", "checkpoint.save_steps=0", "eval.steps=0",
-              "eval.generate_rows=0"]
+              "eval.accuracy_rows=0", f"model.dtype={dtype}"]
     ds = run_cli(common + [f"out_dir={tmp_path / 'ds'}", "engine.name=deepspeed",
-                           "engine.deepspeed_config=pipeline/configs/deepspeed/zero2.json"])
+                           "engine.deepspeed_config=pipeline/configs/deepspeed/zero2.json"],
+                 extra_env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")})
     assert ds.returncode == 0, ds.stderr[-3000:]
+    assert not (tmp_path / "ext").exists() or not any((tmp_path / "ext").rglob("*.so"))
     cfg = tiny_cfg(tmp_path / "t", prompts, **{"optim.max_steps": 3, "checkpoint.save_steps": 0, "eval.steps": 0,
-                                               "eval.generate_rows": 0})
+                                               "eval.accuracy_rows": 0, "model.dtype": dtype})
     run_train(cfg)
     ds_rows, torch_rows = train_losses(tmp_path / "ds"), train_losses(cfg.out_dir)
     assert [r[:3] for r in ds_rows] == [r[:3] for r in torch_rows]
@@ -222,7 +246,7 @@ def test_smollm2_twenty_steps_cpu(tmp_path):
     res = run_cli([f"prompts_dir={prompts}", f"out_dir={tmp_path / 'run'}", "model.spec=smollm2",
                    "engine.name=deepspeed", "engine.deepspeed_config=pipeline/configs/deepspeed/zero0.json",
                    "method.ptuning_v2.pre_seq_len=16", "optim.max_steps=20", "optim.per_device_batch_size=4",
-                   "eval.steps=0", "checkpoint.save_steps=0", "eval.generate_rows=4", "eval.max_new_tokens=24",
+                   "eval.steps=0", "checkpoint.save_steps=0", "eval.accuracy_rows=4", "eval.max_new_tokens=24",
                    "num_threads=2"], timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     losses = [r[2] for r in train_losses(tmp_path / "run") if r[0] == "train"]

@@ -82,6 +82,23 @@ def init_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def skip_shm_comm_build() -> None:
+    """Don't JIT-build DeepSpeed's shared-memory all-reduce op for a single-process CPU run.
+
+    The op only speeds up all-reduces between ranks on one host; with one rank there is nothing to reduce,
+    and its first build costs ~80 s of a 2-core machine (compiler + ninja). DeepSpeed's torch backend asks
+    ``build_shm_op()`` for it when the backend is created, and treats ``None`` as "not available".
+    """
+    import importlib
+
+    try:  # by module path: ``deepspeed.comm.torch`` as an attribute is the torch library (``from .comm import *``)
+        ds_torch_comm = importlib.import_module("deepspeed.comm.torch")
+    except ImportError:  # an older layout: nothing to skip
+        return
+    if hasattr(ds_torch_comm, "build_shm_op"):
+        ds_torch_comm.build_shm_op = lambda: None
+
+
 def dist_rank_world() -> tuple[int, int]:
     """``(rank, world_size)`` from torch.distributed when initialised, else the environment."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -272,8 +289,12 @@ class DeepSpeedEngine(Engine):
         import deepspeed
 
         on_gpu = torch.cuda.is_available() and next(lm.parameters()).is_cuda
-        if not on_gpu and dtype != "float32":
-            raise ValueError(f"dtype {dtype} needs a GPU; DeepSpeed on CPU trains in float32")
+        if not on_gpu and dtype == "float16":
+            raise ValueError("dtype float16 needs a GPU; on CPU use float32 or bfloat16")
+        # On CPU a bfloat16 *frozen base* is fine: the trainable parameters stay float32, so DeepSpeed runs its
+        # float32 path (its bf16/fp16 modes stay off on CPU) and only the base model's matmuls use bf16 (AMX).
+        if not on_gpu and dist_rank_world()[1] == 1:
+            skip_shm_comm_build()
         deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False)
         self.rank, self.world_size = dist_rank_world()
         raw = json.loads(Path(config_path).read_text(encoding="utf-8"))
