@@ -169,7 +169,7 @@ def train_a_few_steps(prompts: Path, out: Path) -> Path:
     train = resolve_stage("train")
     cfg = load_config(train.config_cls, ROOT / "pipeline" / "configs" / "train_tiny.yaml",
                       [f"prompts_dir={prompts}", f"out_dir={out}", "data.variant=plain", "optim.max_steps=2",
-                       "eval.steps=0", "eval.generate_rows=0", "checkpoint.save_steps=0"])
+                       "eval.steps=0", "eval.accuracy_rows=0", "checkpoint.save_steps=0"])
     run_stage(train, cfg)
     return out
 

@@ -74,9 +74,12 @@ class EvalSection:
     steps: int = 100
     # dev rows used for the dev loss
     loss_rows: int = 64
-    # dev rows answered by greedy generation for the dev accuracy; 0 = accuracy off (best by loss)
-    generate_rows: int = 16
-    # generation budget for the dev accuracy (CoT answers come after the rationale)
+    # dev rows answered for the dev accuracy; 0 = accuracy off (best by loss)
+    accuracy_rows: int = 16
+    # how they are answered: generate (greedy decoding, the answer line parsed) | score (label scoring, as the
+    # evaluate stage's score mode: the answer line's candidates ranked level by level; never unparseable)
+    mode: Literal["generate", "score"] = "generate"
+    # generation budget for the dev accuracy in generate mode (CoT answers come after the rationale)
     max_new_tokens: int = 128
     # rows per dev batch
     batch_size: int = 8

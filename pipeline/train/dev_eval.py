@@ -1,4 +1,5 @@
-"""Dev-set metrics during training: token loss, greedy answer accuracy, and which checkpoint is best."""
+"""Dev-set metrics during training: token loss, answer accuracy (greedy generation or label scoring), and
+which checkpoint is best."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipeline.core.taxonomy import LEVELS
 from pipeline.methods.base import eval_mode
 from pipeline.models.data import IGNORE_INDEX, Example, collate
 from pipeline.models.generation import generate
+from pipeline.models.scoring import score_rows
 
 
 @torch.no_grad()
@@ -28,14 +30,26 @@ def dev_loss(lm: torch.nn.Module, examples: Sequence[Example], pad_id: int, batc
     return total / max(count, 1)
 
 
+def dev_answers(lm: torch.nn.Module, tokenizer: Any, rows: Sequence[dict[str, Any]], mode: str, max_new_tokens: int,
+                batch_size: int) -> list[dict[str, str | None]]:
+    """Each row's labels per level: greedy generation parsed (``generate``) or label scoring (``score``)."""
+    prompts = [r["prompt"] for r in rows]
+    if mode == "score":
+        with eval_mode(lm):
+            scored = score_rows(lm, tokenizer, prompts, [r.get("lang") or "en" for r in rows], batch_size=batch_size)
+        return [s["parsed"] for s in scored]
+    return [parse_answer(reply) for reply in generate(lm, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                                      batch_size=batch_size)]
+
+
 def dev_accuracy(lm: torch.nn.Module, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int,
-                 batch_size: int) -> dict[str, float]:
-    """Greedy-answer ``rows``; exact-match accuracy of all three levels (``dev_acc``) and per level."""
-    replies = generate(lm, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens,
-                       batch_size=batch_size)
+                 batch_size: int, mode: str = "generate") -> dict[str, float]:
+    """Answer ``rows`` (``mode``: generate | score); exact-match accuracy of all three levels (``dev_acc``) and
+    per level."""
+    answers = dev_answers(lm, tokenizer, rows, mode, max_new_tokens, batch_size)
     hits: dict[str, list[bool]] = {lvl: [] for lvl in LEVELS}
-    for row, reply in zip(rows, replies):
-        parsed, gold = parse_answer(reply), row.get("label") or {}
+    for row, parsed in zip(rows, answers):
+        gold = row.get("label") or {}
         for lvl in LEVELS:
             hits[lvl].append(parsed[lvl] is not None and parsed[lvl] == gold.get(lvl))
     all_ok = [all(hits[lvl][i] for lvl in LEVELS) for i in range(len(rows))]
@@ -54,4 +68,4 @@ def is_better(metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return metrics["dev_loss"] < best["dev_loss"]
 
 
-__all__ = ["dev_accuracy", "dev_loss", "is_better"]
+__all__ = ["dev_accuracy", "dev_answers", "dev_loss", "is_better"]

@@ -167,13 +167,14 @@ class TrainRecipe:
 
     # --------------------------------------------------------------------------------------- evaluate
     def evaluate(self) -> dict[str, Any]:
-        """Dev loss (and dev accuracy when ``eval.generate_rows`` > 0) at the current step."""
+        """Dev loss (and dev accuracy when ``eval.accuracy_rows`` > 0) at the current step."""
         ev = self.cfg.eval
         row: dict[str, Any] = {"kind": "eval", "step": self.step,
                                "dev_loss": dev_loss(self.lm, self.dev_ex[: ev.loss_rows], self.pad_id, ev.batch_size)}
-        if ev.generate_rows > 0:
-            row.update(dev_accuracy(self.lm, self.tokenizer, self.dev_rows[: ev.generate_rows], ev.max_new_tokens,
-                                    ev.batch_size))
+        if ev.accuracy_rows > 0:
+            rows = self.dev_rows[: ev.accuracy_rows]
+            row.update(dev_accuracy(self.lm, self.tokenizer, rows, ev.max_new_tokens, ev.batch_size, ev.mode))
+            row.update(dev_mode=ev.mode, dev_rows=len(rows))
         return row
 
     # ------------------------------------------------------------------------------------------- save
