@@ -13,11 +13,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.answer import parse_reply
-from pipeline.core.io import DataError, read_jsonl
+from pipeline.core.answer import parse_reply, unrecognised_values
+from pipeline.core.io import DataError, decode_utf8, read_jsonl
 from pipeline.core.taxonomy import LABELS, canonical_label
 
 
@@ -54,22 +55,34 @@ def parse_answer(text: str) -> tuple[dict[str, str | None], str | None]:
 
 
 def _read_rows(spec: ImportSpec) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row dict) for every data row of the file."""
+    """(line number, row dict) for every data row of the file; a file without rows is an error.
+
+    CSV: every row must have exactly the header's cells. JSONL/ChatGLM: every line a JSON object
+    without NaN/Infinity numbers. Bytes that are not UTF-8 are an error naming the line.
+    """
     path = Path(spec.path)
-    if not path.exists():
-        raise DataError(path, None, None, "import file does not exist")
+    if not path.is_file():
+        raise DataError(path, None, None, "import file does not exist" if not path.exists() else "is not a file")
     if spec.format == "csv":
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                raise DataError(path, 1, None, "CSV file has no header row")
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise DataError(path, reader.line_num, None, "row has more cells than the header")
-                rows.append((reader.line_num, dict(row)))
-            return rows
-    return list(read_jsonl(path))
+        text = decode_utf8(path.read_bytes(), path)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames is None:
+            raise DataError(path, 1, None, "CSV file has no header row")
+        width = len(reader.fieldnames)
+        rows = []
+        for row in reader:
+            if None in row:
+                raise DataError(path, reader.line_num, None, f"row has more cells than the header ({width})")
+            if any(v is None for v in row.values()):
+                cells = sum(v is not None for v in row.values())
+                raise DataError(path, reader.line_num, None, f"row has {cells} cell(s), the header has {width}")
+            rows.append((reader.line_num, dict(row)))
+    else:
+        rows = list(read_jsonl(path))
+    if not rows:
+        # an empty export would otherwise replace an earlier data set with 0 rows
+        raise DataError(path, None, None, "import file has no data rows")
+    return rows
 
 
 def _label(path: Path, line: int, row: dict[str, Any], column: str | None, level: str,
@@ -113,6 +126,10 @@ def import_file(spec: ImportSpec) -> list[dict[str, Any]]:
             labels, rationale = parse_answer(response)
             if labels["motion"] is None:
                 raise DataError(path, line, resp_col, "no motion label found in the response (answer line or 'motion intention is ...')")
+            for level, raw in unrecognised_values(response).items():
+                if labels[level] is None:  # named in the answer, but not a label: never silently null
+                    raise DataError(path, line, resp_col,
+                                    f"unknown {level} label {raw!r}; expected one of {list(LABELS[level])}")
         else:
             text = _text(path, line, row, spec.text_column)
             labels = {
@@ -127,6 +144,10 @@ def import_file(spec: ImportSpec) -> list[dict[str, Any]]:
             raw_id = row.get(spec.id_column)
             if raw_id is None or str(raw_id).strip() == "":
                 raise DataError(path, line, spec.id_column, "missing id")
+            if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+                raise DataError(path, line, spec.id_column, f"id must be a string or an integer, got {raw_id!r}")
+            if str(raw_id).strip().lower() in ("nan", "none", "null"):
+                raise DataError(path, line, spec.id_column, f"id {raw_id!r} looks like a missing value")
             sample_id = f"{source}-{str(raw_id).strip()}"
         else:
             sample_id = f"{source}-{line:06d}"

@@ -40,7 +40,7 @@ from data_prep.imports import ImportSpec, hashed_split, import_file
 from data_prep.labelling import Thresholds, relabel_motion
 from data_prep.sensor import SensorNoise, measure
 from pipeline.core.config import ConfigError
-from pipeline.core.io import atomic_path, write_jsonl
+from pipeline.core.io import atomic_path, check_finite, write_jsonl
 from pipeline.core.stage import Stage, StageResult
 from pipeline.core.taxonomy import MOTION_LABELS
 
@@ -65,7 +65,7 @@ class DataPrepConfig:
     motions: tuple[str, ...] = MOTION_LABELS
     # Variants (geometry jitter, sensor noise, context) per scenario; a scenario never straddles splits.
     variants_per_scenario: int = 4
-    # train/dev/test fractions (normalised); applied per motion class over scenarios.
+    # train/dev/test fractions (must sum to 1); applied per motion class over scenarios.
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     # Master seed: same seed and config -> byte-identical outputs.
     seed: int = 0
@@ -115,7 +115,13 @@ def validate_config(cfg: DataPrepConfig) -> None:
     if cfg.mode in ("import", "both") and not cfg.imports:
         raise ConfigError(f"imports: mode={cfg.mode!r} needs at least one import file")
     if any(f < 0 for f in cfg.split_fractions) or sum(cfg.split_fractions) <= 0:
-        raise ConfigError("split_fractions: must be non-negative with a positive sum")
+        raise ConfigError("split_fractions: must be non-negative with a positive sum", key="split_fractions")
+    if abs(sum(cfg.split_fractions) - 1.0) > 1e-6:
+        # renormalising silently would hide a typo (e.g. [0.8, 0.1, 0.2])
+        total = sum(cfg.split_fractions)
+        normalised = [round(f / total, 6) for f in cfg.split_fractions]
+        raise ConfigError(f"split_fractions: {list(cfg.split_fractions)} sums to {total:g}, not 1; "
+                          f"did you mean {normalised}?", key="split_fractions")
     if cfg.cadence_s <= 0 or cfg.window_s < 2 * cfg.cadence_s:
         raise ConfigError("window_s/cadence_s: need cadence_s > 0 and at least 3 samples per window")
     if cfg.variants_per_scenario < 1 or cfg.batch_scenarios < 1 or cfg.oversample < 1.0:
@@ -348,6 +354,15 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
     return by_split, out_states, stats
 
 
+def check_records_finite(records: list[dict[str, Any]], path: Path) -> None:
+    """Refuse a record with a NaN/inf number (features of a degenerate track) before anything is written.
+
+    The DataError names the file the record would go to, its line and the field.
+    """
+    for line, rec in enumerate(records, start=1):
+        check_finite({k: rec.get(k) for k in ("features", "observation", "context")}, path, line)
+
+
 def run(cfg: DataPrepConfig) -> StageResult:
     """Build all records in memory, validate, then write every output atomically."""
     validate_config(cfg)
@@ -375,6 +390,8 @@ def run(cfg: DataPrepConfig) -> StageResult:
             imported[str(spec.path)] = len(rows)
         stats["imported"] = imported
     out_dir = Path(cfg.out_dir)
+    for split in SPLITS:
+        check_records_finite(records[split], out_dir / f"{split}.jsonl")
     outputs: list[Path] = []
     for split in SPLITS:
         path = out_dir / f"{split}.jsonl"

@@ -9,9 +9,13 @@ hash of the sample id), every configured perturbation x severity x seed (re-rend
 record, see :mod:`eval.perturb`). Outputs under ``out_dir``: ``predictions.jsonl`` (schema in
 docs/CONTRACT.md), ``report.json``, ``report.md``, ``report.html``.
 
-Resumable: answered rows are appended to ``out_dir/.partial/rows.jsonl`` as they are produced,
-keyed by (model tag + fingerprint, variant, mode, perturbation, severity, seed, sample_id, prompt
-hash, decoding budget); a restarted run skips those keys. The final files are written atomically.
+Resumable: every model answer is appended to ``out_dir/.partial/rows.jsonl`` as it is produced,
+keyed by everything that can change it -- the model fingerprint (spec, local model config, every
+checkpoint file's sha256), dtype, variant, mode, perturbation, severity, seed, sample_id, the prompt's
+hash and the decoding budget; a restarted run skips those keys. Only the model's answer is cached:
+gold labels, correctness and the other row fields are rebuilt from the current inputs, so a
+corrected gold label is picked up without answering again. Every checkpoint is checked against its
+base model before any model answers. The final files are written atomically.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from eval import perturb
 from eval.report import build_report, write_reports
 from eval.robustness import CLEAN
 from pipeline.core.config import config_to_dict
-from pipeline.core.io import DataError, index_jsonl_by_id, sha256_file, write_jsonl
-from pipeline.core.stage import Stage, StageResult, expand_files
+from pipeline.core.io import DataError, fault_point, index_jsonl_by_id, sha256_file, write_jsonl
+from pipeline.core.stage import Stage, StageResult, committed_dir, expand_files
 from pipeline.core.taxonomy import LABELS, LEVELS
 from prompts_cot.rows import read_prompt_rows
 
@@ -241,57 +245,95 @@ def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, A
 
 
 # -------------------------------------------------------------------------------------- resume cache
+#: version of the cache key layout (a new layout never matches an old line)
+CACHE_VERSION = "v2"
+
+
 def model_fingerprint(entry: ModelEntry, prefix: Path | None) -> str:
-    """Short hash of the model spec and the checkpoint files (a retrained prefix invalidates the cache)."""
+    """Short hash of the model spec, a local model's config and the checkpoint files (a retrained prefix is new)."""
     h = hashlib.sha256(entry.spec.encode())
+    local_config = Path(entry.spec).expanduser() / "config.json"
+    if local_config.is_file():
+        h.update(sha256_file(local_config).encode())
     if prefix is not None:
         for f in expand_files([prefix]):
-            h.update(f.name.encode())
+            h.update(str(f.relative_to(prefix)).encode())
             h.update(sha256_file(f).encode())
     return h.hexdigest()[:16]
 
 
-def row_key(tag: str, fingerprint: str, mode: str, ex: Example, budget: int) -> str:
-    """Cache key of one answered example."""
+def row_key(fingerprint: str, dtype: str, mode: str, ex: Example, budget: int) -> str:
+    """Cache key of one model answer: everything that can change it (not the gold labels, which it does not see)."""
     prompt_hash = hashlib.sha256(ex.prompt.encode()).hexdigest()[:16]
     budget_part = str(budget) if mode == "generate" else "-"
-    return "|".join([tag, fingerprint, ex.variant, mode, ex.perturbation, str(ex.severity), str(ex.seed),
-                     ex.sample_id, prompt_hash, budget_part])
+    return "|".join([CACHE_VERSION, fingerprint, dtype, ex.variant, mode, ex.perturbation, str(ex.severity),
+                     str(ex.seed), ex.sample_id, prompt_hash, budget_part])
 
 
 class PartialCache:
-    """Append-only JSONL of answered rows; survives interruption (a torn last line is ignored)."""
+    """Append-only JSONL of model answers (``{"key", "answer"}``); survives interruption (a torn last line is ignored)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.answers: dict[str, dict[str, Any]] = {}
         # a crash can leave a torn last line without "\n"; the next append must start on a fresh line
         self._needs_newline = self.path.exists() and self.path.stat().st_size > 0 and \
             self.path.read_bytes()[-1:] != b"\n"
         if self.path.exists():
-            with open(self.path, encoding="utf-8") as fh:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     try:
                         obj = json.loads(line)
                     except json.JSONDecodeError:
                         log.warning("ignoring a torn line in %s", self.path)
                         continue
-                    self.rows[obj["key"]] = obj["row"]
+                    if isinstance(obj, dict) and isinstance(obj.get("answer"), dict) and isinstance(obj.get("key"), str):
+                        self.answers[obj["key"]] = obj["answer"]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.rows
+        return key in self.answers
 
     def add(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Append rows and flush them to disk."""
+        """Append answers and flush them to disk."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             if self._needs_newline:
                 fh.write("\n")
                 self._needs_newline = False
-            for key, row in items:
-                fh.write(json.dumps({"key": key, "row": row}, ensure_ascii=False) + "\n")
-                self.rows[key] = row
+            for key, answer in items:
+                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
+                self.answers[key] = answer
             fh.flush()
+        fault_point("evaluate.chunk")
+
+
+def cached_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model answer worth caching (output, parsed labels, label probabilities, latency)."""
+    keep = {k: answer[k] for k in ("output", "parsed", "probs") if k in answer}
+    keep["latency_s"] = round(float(answer.get("latency_s") or 0.0), 5)
+    return keep
+
+
+def preflight_checkpoints(cfg: EvalConfig) -> None:
+    """Before any model answers: every checkpoint is readable and was made for its base model (DataError)."""
+    from transformers import AutoConfig
+
+    from pipeline.methods.base import arch_facts
+    from pipeline.methods.ptuning_v2 import PREFIX_CONFIG, check_facts, read_prefix_config
+    from pipeline.models.store import resolve_model_dir
+
+    for entry in cfg.models:
+        prefix = prefix_dir(cfg, entry)
+        if prefix is None:
+            continue
+        saved = read_prefix_config(prefix)
+        facts = arch_facts(AutoConfig.from_pretrained(str(resolve_model_dir(entry.spec))))
+        check_facts(saved["arch"], facts, prefix / PREFIX_CONFIG)
+        trained_on = saved["arch"].get("model_type")
+        if trained_on and facts.model_type and trained_on != facts.model_type:
+            raise DataError(prefix / PREFIX_CONFIG, None, "arch.model_type",
+                            f"checkpoint was trained on a {trained_on!r} model, model {entry.tag!r} "
+                            f"({entry.spec}) is {facts.model_type!r}")
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -309,6 +351,11 @@ def prediction_row(ex: Example, tag: str, mode: str, answer: dict[str, Any], spl
     return row
 
 
+def budget_of(cfg: EvalConfig, variant: str) -> int:
+    """Greedy decoding budget of a variant."""
+    return cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
+
+
 def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list[Example]],
                     cache: PartialCache) -> dict[str, Any]:
     """Answer every not-yet-cached example with one model (loaded only if something is pending)."""
@@ -318,10 +365,9 @@ def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list
     fp = model_fingerprint(entry, prefix)
     pending: dict[tuple[str, str], list[tuple[str, Example]]] = defaultdict(list)
     for variant, exs in examples.items():
-        budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
         for mode in cfg.modes:
             for ex in exs:
-                key = row_key(entry.tag, fp, mode, ex, budget)
+                key = row_key(fp, cfg.dtype, mode, ex, budget_of(cfg, variant))
                 if key not in cache:
                     pending[(variant, mode)].append((key, ex))
     total = sum(len(v) for v in pending.values())
@@ -334,14 +380,13 @@ def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list
     lm, tokenizer = load_model(entry.spec, prefix_dir=prefix, dtype=cfg.dtype, device=cfg.device)
     bar = tqdm(total=total, desc=f"evaluate {entry.tag}")
     for (variant, mode), items in pending.items():
-        budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
+        budget = budget_of(cfg, variant)
         t0 = time.perf_counter()
         for start in range(0, len(items), cfg.chunk_size):
             chunk = items[start: start + cfg.chunk_size]
             answers = answer_rows(lm, tokenizer, mode, [ex.prompt for _, ex in chunk], [ex.lang for _, ex in chunk],
                                   cfg.batch_size, budget)
-            cache.add([(key, prediction_row(ex, entry.tag, mode, ans, cfg.split))
-                       for (key, ex), ans in zip(chunk, answers)])
+            cache.add([(key, cached_answer(ans)) for (key, _), ans in zip(chunk, answers)])
             bar.update(len(chunk))
         secs = time.perf_counter() - t0
         timings[f"{entry.tag}/{variant}/{mode}"] = {"rows": len(items), "seconds": round(secs, 3),
@@ -351,14 +396,18 @@ def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list
 
 
 def collect_rows(cfg: EvalConfig, examples: dict[str, list[Example]], cache: PartialCache) -> list[dict[str, Any]]:
-    """The cached rows of exactly this config's keys, in (model, variant, mode, example) order."""
+    """Prediction rows of exactly this config's keys, in (model, variant, mode, example) order.
+
+    Built from the cached answers and the *current* examples (gold labels, language, perturbation facts).
+    """
     rows = []
     for entry in cfg.models:
         fp = model_fingerprint(entry, prefix_dir(cfg, entry))
         for variant, exs in examples.items():
-            budget = cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
             for mode in cfg.modes:
-                rows.extend(cache.rows[row_key(entry.tag, fp, mode, ex, budget)] for ex in exs)
+                rows.extend(prediction_row(ex, entry.tag, mode,
+                                           cache.answers[row_key(fp, cfg.dtype, mode, ex, budget_of(cfg, variant))],
+                                           cfg.split) for ex in exs)
     return rows
 
 
@@ -370,7 +419,7 @@ def input_manifest(cfg: EvalConfig, examples: dict[str, list[Example]]) -> dict[
         files = expand_files([prefix]) if prefix is not None else []
         models.append({"tag": m.tag, "spec": m.spec, "prefix_dir": str(prefix) if prefix else None,
                        "fingerprint": model_fingerprint(m, prefix),
-                       "checkpoint_sha256": {f.name: sha256_file(f) for f in files}})
+                       "checkpoint_sha256": {str(f.relative_to(prefix)): sha256_file(f) for f in files}})
     data = {str(p): sha256_file(p) for p in [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]}
     templates: dict[str, list[str]] = {}
     for v in cfg.variants:
@@ -384,7 +433,7 @@ def input_manifest(cfg: EvalConfig, examples: dict[str, list[Example]]) -> dict[
                       "description": perturb.get_spec(p.name).description} for p in cfg.perturbations}
     return {"split": cfg.split, "models": models, "data_sha256": data, "template_hashes": templates,
             "seeds": list(cfg.seeds), "perturbed_fraction": cfg.perturbed_fraction, "examples": counts,
-            "perturbations": specs, "config": config_to_dict(cfg)}
+            "perturbations": specs, "config": {**config_to_dict(cfg), "out_dir": str(committed_dir(cfg.out_dir))}}
 
 
 def run_evaluate(cfg: EvalConfig) -> StageResult:
@@ -397,7 +446,9 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
     out_dir = Path(cfg.out_dir)
     records = load_records(records_path(cfg)) if cfg.perturbations else {}
     examples = {v: build_examples(cfg, v, records) for v in cfg.variants}
-    cache = PartialCache(out_dir / PARTIAL)
+    preflight_checkpoints(cfg)
+    # the cache lives in the stage's own folder (not the staging one a run writes into) and outlives a failed run
+    cache = PartialCache(committed_dir(out_dir) / PARTIAL)
     t0 = time.perf_counter()
     timings: dict[str, Any] = {}
     for entry in cfg.models:

@@ -1,7 +1,11 @@
 """Command line.
 
-    python -m pipeline <stage> [sub] [--config FILE] [--force] [key=value ...]     one stage
-    python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [step.key=value ...]
+    python -m pipeline <stage> [sub] [--config FILE] [--force] [--debug] [key=value ...]     one stage
+    python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [--debug] [step.key=value ...]
+
+Exit codes: 0 done (or up to date); 2 a user error (bad config key or value, bad or missing input
+file, unusable out_dir), printed as one ``error:`` line naming the file, line, field or key, with
+no traceback unless ``--debug``; 130 interrupted (Ctrl-C); anything else is a bug (traceback).
 
 Stages are looked up lazily by name in :data:`pipeline.core.registry.STAGES`, so that
 ``python -m pipeline data_prep`` does not import torch. A stage group such as ``label`` takes a
@@ -12,9 +16,11 @@ sub-command: ``python -m pipeline label select --config ...`` runs stage ``label
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.config import ConfigError, load_config
@@ -26,6 +32,40 @@ from pipeline.core.stage import Stage, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class UserError(Exception):
+    """Raised inside :func:`user_errors` to leave with exit code ``code`` after the message was printed."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """Turn user errors into one ``error:`` line and exit 2 (tracebacks only with ``--debug``).
+
+    User errors: :class:`ConfigError`, :class:`DataError` and an ``OSError`` about a named file
+    (permission denied, disk full, a folder where a file was expected). Ctrl-C exits 130.
+    """
+    try:
+        yield
+    except (ConfigError, DataError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise UserError(2) from None
+    except OSError as exc:
+        if debug or exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        raise UserError(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        raise UserError(130) from None
 
 
 def resolve_stage(name: str) -> Stage:
@@ -59,23 +99,24 @@ def main_run(argv: list[str]) -> int:
     parser.add_argument("--steps", help="comma-separated step names to run (default: all, in profile order)")
     parser.add_argument("--run-root", help="replace the profile's run_root")
     parser.add_argument("--dry-run", action="store_true", help="print the equivalent stage commands and exit")
-    parser.add_argument("--force", action="store_true", help="re-run steps even if up to date")
+    parser.add_argument("--force", action="store_true", help="re-run steps from scratch even if up to date")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="step.key=value overrides, e.g. train.optim.max_steps=12")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     steps = args.steps.split(",") if args.steps else None
     try:
-        profile = load_profile(args.profile, args.run_root)
-        if args.dry_run:
-            for step in profile.steps:
-                if not steps or step.name in steps:
-                    print(step_command(profile, step, args.overrides))
-            return 0
-        manifests = run_profile(profile, steps, args.overrides, force=args.force)
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with user_errors(args.debug):
+            profile = load_profile(args.profile, args.run_root)
+            if args.dry_run:
+                for step in profile.steps:
+                    if not steps or step.name in steps:
+                        print(step_command(profile, step, args.overrides))
+                return 0
+            manifests = run_profile(profile, steps, args.overrides, force=args.force)
+    except UserError as exc:
+        return exc.code
     summary = [{"stage": m["stage"], "stats": m.get("stats", {})} for m in manifests]
     print(json.dumps({"profile": args.profile, "run_root": str(profile.run_root), "steps": summary},
                      ensure_ascii=False, default=str)[:4000])
@@ -94,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = split_stage_name(argv)
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name.replace('.', ' ')}")
     parser.add_argument("--config", help="stage YAML (default: the stage's shipped default)")
-    parser.add_argument("--force", action="store_true", help="re-run even if up to date")
+    parser.add_argument("--force", action="store_true", help="re-run from scratch even if up to date")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(rest)
@@ -102,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     stage = resolve_stage(name)
     config_path = args.config or (str(ROOT / stage.default_config) if stage.default_config else None)
     try:
-        cfg = load_config(stage.config_cls, config_path, args.overrides)
-        manifest = run_stage(stage, cfg, force=args.force)
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with user_errors(args.debug):
+            cfg = load_config(stage.config_cls, config_path, args.overrides)
+            manifest = run_stage(stage, cfg, force=args.force)
+    except UserError as exc:
+        return exc.code
     summary = {"stage": name, "out_dir": str(cfg.out_dir), "stats": manifest.get("stats", {})}
     print(json.dumps(summary, ensure_ascii=False, default=str)[:4000])
     return 0

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core.config import ConfigError
-from pipeline.core.io import DataError, read_jsonl, write_json, write_jsonl
+from pipeline.core.io import DataError, check_finite, read_jsonl, write_json, write_jsonl
 from pipeline.core.stage import Stage, StageResult
 from pipeline.core.taxonomy import LABELS, LEVELS
 from prompts_cot.render import (
@@ -135,6 +135,8 @@ def validate_record(rec: dict[str, Any], path: Path, line: int) -> bool:
             raise DataError(path, line, "features", "record has neither features nor text")
     elif not isinstance(rec["features"], dict):
         raise DataError(path, line, "features", "not an object")
+    # the reader refuses NaN/Infinity tokens; this also catches records handed over in memory
+    check_finite({k: rec.get(k) for k in ("features", "observation", "context")}, path, line)
     return True
 
 

@@ -264,6 +264,22 @@ def parse_reply(text: str, mentions: bool = True) -> tuple[dict[str, str | None]
     return parse_answer(text, mentions=mentions), rationale
 
 
+def unrecognised_values(text: str) -> dict[str, str]:
+    """Levels that an answer line names with a value that is no label of that level (``operation=dancing``).
+
+    For strict readers (data import): :func:`parse_answer` leaves such a level ``None``, exactly as
+    if it were not mentioned; this tells the two apart. Returns ``level -> raw value``.
+    """
+    out: dict[str, str] = {}
+    for body in answer_lines(normalise_text(str(text))):
+        for seg in _SEGMENT_SPLIT.split(body):
+            m = _KEY_VALUE.match(seg.strip().strip(".。"))
+            level = level_of_key(m.group("key")) if m else None
+            if level is not None and value_to_label(m.group("val"), level) is None:
+                out[level] = m.group("val").strip()
+    return out
+
+
 def is_invalid(parsed: dict[str, str | None], levels: tuple[str, ...] = LEVELS) -> bool:
     """True when any of ``levels`` could not be parsed."""
     return any(parsed.get(level) is None for level in levels)
@@ -271,5 +287,5 @@ def is_invalid(parsed: dict[str, str | None], levels: tuple[str, ...] = LEVELS) 
 
 __all__ = ["ANSWER_FORMAT", "LEVEL_KEYS", "answer_lines", "find_label_mentions", "format_answer", "is_answer_line",
            "is_invalid", "level_of_key", "normalise_text", "parse_answer", "parse_answer_body", "parse_reply",
-           "parse_sentences", "strip_answer_lines", "value_to_label"]
+           "parse_sentences", "strip_answer_lines", "unrecognised_values", "value_to_label"]
 

@@ -9,6 +9,7 @@ file), so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -20,7 +21,11 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config key is unknown, missing or of the wrong type."""
+    """A config key is unknown, missing or of the wrong type (``key``: the dotted key, when known)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def _type_name(tp: Any) -> str:
@@ -48,55 +53,57 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}", key=key)
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{key}: {value!r} is not one of {list(get_args(tp))}")
+            raise ConfigError(f"{key}: {value!r} is not one of {list(get_args(tp))}", key=key)
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}", key=key)
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}", key=key)
             return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
         items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         kt, vt = get_args(tp) or (Any, Any)
         return {_coerce(k, kt, f"{key}.<key>"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}", key=key)
         return build_dataclass(tp, value, prefix=f"{key}.")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", key=key)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}", key=key)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", key=key)
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {value!r}", key=key)
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", key=key)
         return value
     if tp is Path:
         if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{key}: expected a path, got {value!r}")
+            raise ConfigError(f"{key}: expected a path, got {value!r}", key=key)
         return Path(value)
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}", key=key)
     return value
 
 
@@ -108,7 +115,7 @@ def build_dataclass(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         raise ConfigError(
             f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"{cls.__name__} accepts: {', '.join(sorted(fields))}"
+            f"{cls.__name__} accepts: {', '.join(sorted(fields))}", key=prefix + unknown[0]
         )
     kwargs = {}
     for name, value in data.items():
@@ -119,7 +126,7 @@ def build_dataclass(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"missing required key(s): {', '.join(missing)}")
+        raise ConfigError(f"missing required key(s): {', '.join(missing)}", key=missing[0])
     return cls(**kwargs)
 
 
@@ -130,7 +137,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
-    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"command-line override {text!r}: the value {raw!r} is not valid YAML ({problem})",
+                          key=key) from None
+    return key.split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -144,7 +157,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a mapping")
+                raise ConfigError(f"command-line override {text!r}: {part} is not a mapping", key=part)
             node = nxt
         node[path[-1]] = value
     return out
@@ -156,23 +169,41 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     Errors name the offending key and the file it came from.
     """
     data: dict[str, Any] = {}
+    overrides = list(overrides or [])
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist" if not path.exists() else
+                              f"config file {path} is not a file")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start}); save the file as UTF-8") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded or {}
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(data, overrides)
     try:
         return build_dataclass(cls, data)
     except ConfigError as exc:
+        source = override_for_key(exc.key, overrides)
+        if source is not None:
+            raise ConfigError(f"command-line override {source!r}: {exc}", key=exc.key) from None
         where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{exc}") from None
+        raise ConfigError(f"{where}{exc}", key=exc.key) from None
+
+
+def override_for_key(key: str | None, overrides: list[str]) -> str | None:
+    """The last override that set ``key`` (or a key above or below it), so an error names where the value came from."""
+    if key is None:
+        return None
+    for text in reversed(overrides):
+        okey = text.split("=", 1)[0]
+        if (okey == key or key.startswith((okey + ".", okey + "[")) or okey.startswith(key + ".")):
+            return text
+    return None
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

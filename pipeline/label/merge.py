@@ -26,13 +26,12 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.core.config import ConfigError
-from pipeline.core.io import DataError, read_jsonl, write_json, write_jsonl, write_text
+from pipeline.core.io import DataError, make_temp_dir, read_jsonl, write_json, write_jsonl, write_text
 from pipeline.core.stage import MANIFEST, Stage, StageResult
 from pipeline.core.taxonomy import LEVELS
 from pipeline.label.common import SPLITS, latest_per_reviewer, load_reviews, split_files
@@ -277,7 +276,7 @@ def run_merge(cfg: MergeConfig) -> StageResult:
     final = root / f"v{n}" if cfg.versioned else root
     if cfg.versioned and final.exists():
         raise ConfigError(f"version: {final} already exists; versions are never overwritten")
-    tmp = Path(tempfile.mkdtemp(prefix=f".v{n}." if cfg.versioned else ".merge.", dir=root))
+    tmp = make_temp_dir(root, prefix=f".v{n}." if cfg.versioned else ".merge.")
     try:
         stats = merge_records(cfg, tmp)
         if cfg.versioned:
@@ -300,6 +299,7 @@ STAGE = Stage(
     run=run_merge,
     default_config="pipeline/label/configs/merge_demo.yaml",
     help="apply expert reviews to a records set -> new versioned records folder",
+    staged=False,  # publishes its own versions (never overwritten) under out_dir
 )
 
 __all__ = ["STAGE", "MergeConfig", "decide", "next_version", "run_merge", "vote"]

@@ -232,6 +232,7 @@ STAGE = Stage(
     run=run_review,
     default_config="pipeline/label/configs/review_demo.yaml",
     always_run=True,
+    staged=False,  # reviews.jsonl grows across sessions (saved after every item)
     help="terminal review of selected tasks (accept / relabel / edit rationale / skip / quit)",
 )
 

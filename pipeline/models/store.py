@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.core.io import DataError, read_json_object
 from pipeline.models import chatglm
 from pipeline.models.cache import cache_dir
 
@@ -131,18 +132,71 @@ def ensure_tiny_dir(name: str, seed: int = 0) -> Path:
     return _publish_dir(tmp, final)
 
 
-def resolve_model_dir(spec: str) -> Path:
-    """Turn a model spec into a local folder that ``from_pretrained`` can read."""
+def resolve_model_dir(spec: str, weights: bool = True) -> Path:
+    """Turn a model spec into a local folder that ``from_pretrained`` can read (checked: :func:`check_model_dir`).
+
+    A spec that names no model, or a folder that is not a complete model, is a DataError (exit 2).
+    ``weights=False``: only a tokenizer is needed (a tokenizer-only folder is fine).
+    """
+    check = check_model_dir if weights else (lambda p: p)
     if spec == EMBEDDED_DEFAULT:
-        return ensure_smollm2_dir()
+        return check(ensure_smollm2_dir())
     if spec.startswith("tiny:"):
-        return ensure_tiny_dir(spec.split(":", 1)[1])
+        try:
+            return check(ensure_tiny_dir(spec.split(":", 1)[1]))
+        except FileNotFoundError as exc:
+            raise DataError(spec, None, "model spec", str(exc)) from None
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"model {spec!r} is neither 'smollm2', 'tiny:<name>' nor a local folder "
-            "(models are never downloaded from a hub)"
-        )
+        raise DataError(spec, None, "model spec",
+                        f"neither 'smollm2', 'tiny:<name>' nor a local model folder ({'a file' if path.exists() else 'no such folder'}; "
+                        "models are never downloaded from a hub)")
+    if weights and not (path / "config.json").is_file():
+        raise DataError(path / "config.json", None, None, "the model folder has no config.json")
     if chatglm.is_chatglm_dir(path):
-        return chatglm.ensure_converted(path, cache_dir())
+        return check(chatglm.ensure_converted(path, cache_dir()))
+    return check(path)
+
+
+def check_safetensors(path: Path) -> None:
+    """DataError unless ``path`` is a complete safetensors file (header readable, data exactly as long as it says)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise DataError(path, None, None, f"truncated or corrupt safetensors file ({size} bytes, header says {n})")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise DataError(path, None, None, "corrupt safetensors header") from None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    if 8 + n + max(ends, default=0) != size:
+        raise DataError(path, None, None, f"truncated or corrupt safetensors file: {size} bytes, the header "
+                                          f"describes {8 + n + max(ends, default=0)}")
+
+
+def check_model_dir(path: Path) -> Path:
+    """Refuse a model folder without a readable config or with missing/truncated weight files; returns it.
+
+    Reads only the config and the safetensors headers (cheap), so a broken folder is an exit-2 error
+    naming the file before any weights are loaded.
+    """
+    config = read_json_object(path / "config.json")
+    if "model_type" not in config:
+        raise DataError(path / "config.json", None, "model_type", "missing: not a Hugging Face model config")
+    index = path / "model.safetensors.index.json"
+    shards = sorted(path.glob("*.safetensors"))
+    if index.is_file():
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise DataError(index, None, "weight_map", "missing or not an object")
+        for name in sorted(set(weight_map.values())):
+            if not (path / name).is_file():
+                raise DataError(path / name, None, None, f"weight shard listed in {index.name} is missing")
+    if not shards and not list(path.glob("pytorch_model*.bin")):
+        raise DataError(path, None, None, "the model folder has no weights (*.safetensors or pytorch_model*.bin)")
+    for shard in shards:
+        check_safetensors(shard)
     return path

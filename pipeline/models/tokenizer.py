@@ -33,7 +33,7 @@ def load_spec_tokenizer(spec: str) -> Any:
     """The tokenizer of a model spec: ``smollm2`` (the cached tokenizer, no weights), ``tiny:<name>`` or a folder."""
     if spec == EMBEDDED_DEFAULT:
         return load_smollm2_tokenizer()
-    return load_tokenizer(resolve_model_dir(spec))
+    return load_tokenizer(resolve_model_dir(spec, weights=False))
 
 
 def pad_token_id(tokenizer: Any) -> int:

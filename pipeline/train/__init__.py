@@ -9,8 +9,10 @@
 * :mod:`pipeline.train.checkpoint`, :mod:`pipeline.train.dev_eval`, :mod:`pipeline.train.runtime` -- its parts.
 """
 
+import dataclasses
+
 from pipeline.core.stage import Stage
-from pipeline.train.checkpoint import resolve_resume, step_checkpoints
+from pipeline.train.checkpoint import plan_resume, step_checkpoints
 from pipeline.train.config import TrainConfig, check_config, train_inputs
 from pipeline.train.recipe import TrainRecipe, run_train
 
@@ -22,6 +24,9 @@ STAGE = Stage(
     default_config="pipeline/configs/train_demo.yaml",
     help="train a tuning method (P-Tuning v2) on prompts-stage rows (DeepSpeed or torch engine)",
     check=check_config,
+    resumable=True,  # an interrupted run's step checkpoints stay in out_dir/.staging for resume=auto
+    fresh=lambda cfg: dataclasses.replace(
+        cfg, checkpoint=dataclasses.replace(cfg.checkpoint, resume="never")) if cfg.checkpoint.resume == "auto" else cfg,
 )
 
-__all__ = ["STAGE", "TrainConfig", "TrainRecipe", "resolve_resume", "run_train", "step_checkpoints"]
+__all__ = ["STAGE", "TrainConfig", "TrainRecipe", "plan_resume", "run_train", "step_checkpoints"]

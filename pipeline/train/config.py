@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from pipeline.core.config import ConfigError
 from pipeline.methods import MethodConfig
 from pipeline.models.engines import OptimConfig
 
@@ -93,7 +94,8 @@ class CheckpointSection:
     save_steps: int = 500
     # keep only the newest N step checkpoints; null = keep all
     save_total_limit: int | None = 2
-    # none | auto (newest checkpoints/step-N under out_dir) | path of a step-N folder
+    # never (from scratch; alias none) | auto (the newest intact checkpoints/step-N of this same run under out_dir,
+    # else from scratch; a checkpoint of another config is an error) | path of a step-N folder (same run only)
     resume: str = "none"
     # also write final/static/ with the computed per-layer key/values (encoder-free inference)
     export_static_prefix: bool = False
@@ -136,18 +138,18 @@ def train_inputs(cfg: TrainConfig) -> list[Path]:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Refuse settings that cannot train (ValueError naming the key)."""
+    """Refuse settings that cannot train (ConfigError naming the key: exit 2)."""
     positive = {"data.max_source_len": cfg.data.max_source_len, "data.max_target_len": cfg.data.max_target_len,
                 "optim.max_steps": cfg.optim.max_steps, "optim.per_device_batch_size": cfg.optim.per_device_batch_size,
                 "optim.gradient_accumulation_steps": cfg.optim.gradient_accumulation_steps,
                 "logging_steps": cfg.logging_steps, "eval.batch_size": cfg.eval.batch_size}
     for key, value in positive.items():
         if value < 1:
-            raise ValueError(f"{key} must be >= 1, got {value}")
+            raise ConfigError(f"{key} must be >= 1, got {value}", key=key)
     if cfg.method.settings.pre_seq_len < 1:
-        raise ValueError(f"method.{cfg.method.name}.pre_seq_len must be >= 1 to train a prefix")
+        raise ConfigError(f"method.{cfg.method.name}.pre_seq_len must be >= 1 to train a prefix")
     if cfg.optim.learning_rate <= 0:
-        raise ValueError("optim.learning_rate must be > 0")
+        raise ConfigError("optim.learning_rate must be > 0", key="optim.learning_rate")
 
 
 __all__ = ["CheckpointSection", "DataSection", "EngineSection", "EvalSection", "ModelSection", "TrainConfig",

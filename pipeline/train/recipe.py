@@ -9,8 +9,11 @@ Reads ``<prompts_dir>/<data.variant>/{train,dev}.jsonl`` and writes under ``out_
 * ``metrics.jsonl``: one ``kind: train`` row per ``logging_steps`` (step, loss, lr, grad_norm,
   tokens_per_s, elapsed) and one ``kind: eval`` row per ``eval.steps`` (dev_loss, dev_acc, ...).
 
-``checkpoint.resume: auto`` continues from the newest ``checkpoints/step-N`` and reproduces the losses of
-an uninterrupted run exactly (same batches, RNG streams, optimizer and scheduler state).
+Run through the stage runner, all of this is written into ``out_dir/.staging`` and committed as a set at
+the end; a killed run's step checkpoints stay there. ``checkpoint.resume: auto`` continues from the newest
+intact ``checkpoints/step-N`` *of the same run* (same fingerprint, :mod:`pipeline.train.checkpoint`) and
+reproduces the losses of an uninterrupted run exactly (same batches, RNG streams, optimizer and scheduler
+state); a checkpoint of another config is an exit-2 error, never a silent resume.
 """
 
 from __future__ import annotations
@@ -23,8 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.config import config_to_dict
-from pipeline.core.io import load_jsonl, write_json, write_jsonl
+from pipeline.core.io import fault_point, load_jsonl, write_json, write_jsonl
 from pipeline.core.stage import StageResult
 from pipeline.models.data import BatchSampler, Example, collate, encode_rows
 from pipeline.models.engines import build_engine
@@ -78,6 +80,9 @@ class TrainRecipe:
             torch.set_num_threads(cfg.num_threads)
         self.device = pick_device(cfg.model.device)
         self.dtype = pick_dtype(cfg.model.dtype, self.device)
+        # before any work: a checkpoint of another run (or a damaged explicit one) is an exit-2 error here
+        self.facts = ckpt.run_facts(cfg, self.dtype)
+        plan = ckpt.plan_resume(cfg, self.facts)
         seed_everything(cfg.seed)  # the fresh prefix init is seeded too
         lm, self.tokenizer = load_model(cfg.model.spec, prefix_config=cfg.method.settings, dtype=self.dtype,
                                         device=self.device)
@@ -91,7 +96,12 @@ class TrainRecipe:
         self.sampler = BatchSampler([len(e) for e in self.train_ex], cfg.optim.per_device_batch_size, cfg.seed,
                                     cfg.data.group_by_length, self.engine.rank, self.engine.world_size)
         self.extra = {"model_spec": cfg.model.spec, "variant": cfg.data.variant}
-        self.resume_dir = ckpt.resolve_resume(cfg)
+        if self.main:
+            self.resume_dir = ckpt.apply_resume_plan(plan, cfg)
+        self.resumed_from = plan.source
+        barrier()  # rank 0 has cleared or adopted the checkpoints before the others read them
+        if not self.main:
+            self.resume_dir = plan.target if plan.source is not None else None
         if self.resume_dir is not None:
             self.resume(self.resume_dir)
 
@@ -110,7 +120,8 @@ class TrainRecipe:
         self.elapsed0, self.best = state["elapsed"], state["best"]
         restore_rng_states(state["rng"])
         if (self.out_dir / METRICS_FILE).exists():
-            self.metrics = [r for r in load_jsonl(self.out_dir / METRICS_FILE) if r["step"] <= self.step]
+            self.metrics = [r for r in load_jsonl(self.out_dir / METRICS_FILE, allow_nonfinite=True)
+                            if r["step"] <= self.step]
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, self.step, self.epoch, self.position)
 
     # ------------------------------------------------------------------------------------- train loop
@@ -162,6 +173,7 @@ class TrainRecipe:
                     "rng": rng_states(), "sampler": self.sampler_facts()})
                 if self.main:
                     ckpt.prune_checkpoints(self.out_dir, cfg.checkpoint.save_total_limit, protect=self.resume_dir)
+            fault_point("train.step")
         bar.close()
         self.train_seconds = time.perf_counter() - t_start
 
@@ -182,7 +194,7 @@ class TrainRecipe:
              static: bool = False) -> Path:
         """Write checkpoint folder ``out_dir/<name>`` (collective: every rank calls it)."""
         return ckpt.save_checkpoint(self.lm, self.engine, self.out_dir / name, self.cfg,
-                                    {**self.extra, "step": self.step, **(extra or {})}, state, static)
+                                    {**self.extra, "step": self.step, **(extra or {})}, self.facts, state, static)
 
     # ---------------------------------------------------------------------------------------- cleanup
     def cleanup(self) -> StageResult:
@@ -191,7 +203,7 @@ class TrainRecipe:
         self.save("final", static=cfg.checkpoint.export_static_prefix)
         if self.main:
             write_jsonl(out_dir / METRICS_FILE, self.metrics)
-            write_json(out_dir / ckpt.CONFIG_FILE, config_to_dict(cfg))
+            write_json(out_dir / ckpt.CONFIG_FILE, ckpt.public_config(cfg))
         barrier()  # other ranks hash the outputs for their manifest only once rank 0 has finished writing
         seconds = self.train_seconds
         stats = {
@@ -205,7 +217,7 @@ class TrainRecipe:
             "truncated_responses": sum(e.truncated_target for e in self.train_ex),
             "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in self.lm.trainable_parameters()),
             "engine": engine.name, "dtype": self.dtype, "device": self.device, "zero_stage": engine.zero_stage,
-            "world_size": engine.world_size, "resumed_from": str(self.resume_dir) if self.resume_dir else None,
+            "world_size": engine.world_size, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             **peak_memory_mb(),
         }
         outputs = [out_dir / METRICS_FILE, out_dir / ckpt.CONFIG_FILE, out_dir / "final", out_dir / "checkpoints"]
