@@ -226,13 +226,22 @@ def upstream_dirs(cfg: Any) -> dict[str, Path]:
     return {key: Path(getattr(cfg, key)) for key in UPSTREAM_KEYS if getattr(cfg, key, None) is not None}
 
 
-def check_input_dir(folder: Path, files: list[Path], key: str | None) -> None:
+#: binary outputs nobody edits by hand: an upstream one that differs from its manifest is corrupt
+VERIFIED_SUFFIXES = (".safetensors", ".pt", ".bin", ".npz", ".npy")
+
+
+def check_input_dir(folder: Path, files: list[Path], key: str | None,
+                    hashes: dict[str, str] | None = None) -> None:
     """Refuse an upstream folder that is not a finished stage output set.
 
-    With a ``manifest.json``: it must be readable, every file it lists must exist and every input
-    file read from the folder must be one it lists (a file from an older set is stale). Without one,
-    a ``.staging`` folder means the stage writing it was interrupted or is still running. A folder
-    with neither (made by hand, or a ``label.merge`` version) is accepted as it is.
+    With a ``manifest.json``: it must be readable, every file it lists must exist (binary ones with
+    the size they were written with), every input file read from the folder must be one it lists
+    (a file from an older set is stale) and a binary input (weights, trainer state, arrays) must
+    still have the sha256 it was written with (text files may be corrected by hand, e.g. a gold
+    label). Without a manifest, a ``.staging`` folder
+    means the stage writing it was interrupted or is still running. A folder with neither (made by
+    hand, or a ``label.merge`` version) is accepted as it is. ``hashes``: sha256 of the input files
+    when already computed.
     """
     field = key or "input"
     rerun = "rerun the stage that writes it (its output is incomplete)"
@@ -242,30 +251,47 @@ def check_input_dir(folder: Path, files: list[Path], key: str | None) -> None:
             raise DataError(folder / MANIFEST, None, field, f"unreadable or incomplete manifest; {rerun}")
         listed = set(manifest["outputs"])
         for rel in sorted(listed):
-            if not (folder / rel).is_file():
-                raise DataError(folder / rel, None, field, f"listed in {folder / MANIFEST} but missing; {rerun}")
+            f, recorded = folder / rel, manifest["outputs"][rel]
+            if not f.is_file():
+                raise DataError(f, None, field, f"listed in {folder / MANIFEST} but missing; {rerun}")
+            if f.suffix in VERIFIED_SUFFIXES and isinstance(recorded, dict) and recorded.get("bytes") != f.stat().st_size:
+                raise DataError(f, None, field, f"has {f.stat().st_size} bytes, its stage wrote {recorded.get('bytes')} "
+                                                f"(truncated or corrupt); {rerun}")
         for f in files:
-            if f.is_relative_to(folder) and str(f.relative_to(folder)) not in listed:
+            if not f.is_relative_to(folder):
+                continue
+            rel = str(f.relative_to(folder))
+            if rel not in listed:
                 raise DataError(f, None, field, f"not part of the finished output set of {folder} (its manifest "
                                                 f"does not list it: left over from an older run?); {rerun}")
+            if f.suffix in VERIFIED_SUFFIXES:
+                digest = (hashes or {}).get(str(f)) or sha256_file(f)
+                recorded = manifest["outputs"][rel]
+                if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
+                    raise DataError(f, None, field, f"differs from what its stage wrote (truncated or corrupt; "
+                                                    f"sha256 recorded in {folder / MANIFEST}); {rerun}")
     elif (folder / STAGING).exists():
         raise DataError(folder, None, field, f"unfinished stage output (no {MANIFEST}, {STAGING}/ present: the "
                                              f"stage writing it was interrupted or is still running); {rerun}")
 
 
-def check_inputs(stage: Stage, cfg: Any, inputs: list[Path]) -> None:
-    """Every declared input exists, and no input comes from a torn or unfinished upstream folder."""
+def check_inputs_exist(stage: Stage, inputs: list[Path]) -> None:
+    """Every declared input exists (bad user input, a wrong path: exit 2 with the file named)."""
     missing = [str(f) for f in inputs if not f.exists()]
     if missing:
-        # bad user input (a wrong path), so exit 2 with the file named, not a traceback
         raise DataError(missing[0], None, None, f"does not exist (stage {stage.name}: declared input(s) missing: "
                                                 f"{', '.join(missing)})")
+
+
+def check_inputs(stage: Stage, cfg: Any, inputs: list[Path], hashes: dict[str, str] | None = None) -> None:
+    """Every declared input exists, and no input comes from a torn, unfinished or corrupted upstream folder."""
+    check_inputs_exist(stage, inputs)
     folders: dict[Path, str | None] = {d: key for key, d in upstream_dirs(cfg).items()}
     for f in inputs:  # also a loose input file inside another stage's output folder (compare's reports)
         if (f.parent / MANIFEST).exists() or (f.parent / STAGING).exists():
             folders.setdefault(f.parent, None)
     for folder, key in folders.items():
-        check_input_dir(folder, inputs, key)
+        check_input_dir(folder, inputs, key, hashes)
 
 
 def prepare_out_dir(out_dir: Path, cfg: Any) -> bool:
@@ -312,6 +338,16 @@ def clean_stale(stage: Stage, out_dir: Path, force: bool) -> None:
     staging = out_dir / STAGING
     if staging.exists() and (force or not stage.resumable or not stage.staged):
         shutil.rmtree(staging)
+
+
+def tidy_up_to_date(stage: Stage, out_dir: Path) -> None:
+    """Remove what a run killed after its commit left behind, unless another run holds the folder."""
+    leftovers = (out_dir / TRASH).exists() or (out_dir / STAGING).exists() and not stage.resumable
+    if not leftovers or not stage.staged:
+        return
+    with contextlib.suppress(DataError):
+        with locked(out_dir):
+            clean_stale(stage, out_dir, force=False)
 
 
 # ------------------------------------------------------------------------------------------ commit
@@ -384,9 +420,13 @@ def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
     check_config(stage, cfg)
     if not force and is_up_to_date(stage, cfg):
         log.info("stage %s is up to date (%s); use --force to re-run", stage.name, out_dir / MANIFEST)
+        if is_main_process():
+            tidy_up_to_date(stage, out_dir)
         return json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
     inputs = expand_files(stage.inputs(cfg))
-    check_inputs(stage, cfg, inputs)
+    check_inputs_exist(stage, inputs)
+    input_desc = _describe_all(inputs)
+    check_inputs(stage, cfg, inputs, {f: d["sha256"] for f, d in input_desc.items()})
     main = is_main_process()
     created = prepare_out_dir(out_dir, cfg)
     with locked(out_dir) if main else contextlib.nullcontext():
@@ -399,7 +439,6 @@ def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
         base = staging if stage.staged else out_dir
         if stage.staged:
             run_cfg = dataclasses.replace(run_cfg, out_dir=staging)
-        input_desc = _describe_all(inputs)
         started = time.time()
         t0 = time.perf_counter()
         try:

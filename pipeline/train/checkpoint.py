@@ -121,14 +121,17 @@ def write_index(folder: Path, facts: dict[str, Any], step: int) -> None:
     write_json(folder / INDEX_FILE, {"fingerprint": fingerprint(facts), "step": step, "facts": facts, "files": files})
 
 
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why ``folder`` is not an intact checkpoint (missing index, missing or changed file), or None."""
+def checkpoint_problem(folder: Path, need_state: bool = True) -> str | None:
+    """Why ``folder`` is not an intact checkpoint (missing index, missing or changed file), or None.
+
+    ``need_state=False`` for ``best/`` and ``final/`` (method files only, no trainer state).
+    """
     try:
         index = read_json_object(folder / INDEX_FILE)
     except DataError as exc:
         return f"{INDEX_FILE}: {exc} (an incomplete checkpoint or one written by an older version)"
     files = index.get("files")
-    if not isinstance(files, dict) or not isinstance(index.get("facts"), dict) or STATE_FILE not in files:
+    if not isinstance(files, dict) or not isinstance(index.get("facts"), dict) or (need_state and STATE_FILE not in files):
         return f"{INDEX_FILE} lacks its file list, facts or {STATE_FILE}"
     for rel, digest in files.items():
         f = folder / rel
@@ -209,7 +212,7 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-#: what a run leaves in out_dir besides the manifest (a fresh start or an adoption clears them first)
+#: what a run leaves in out_dir besides the manifest (a fresh start clears them first)
 RUN_ENTRIES = ("checkpoints", "best", "final", "metrics.jsonl", CONFIG_FILE)
 
 
@@ -230,15 +233,29 @@ def apply_resume_plan(plan: ResumePlan, cfg: TrainConfig) -> Path | None:
         clear_run_state(out_dir)
         return None
     if plan.source is not None and plan.target is not None and plan.source != plan.target:
-        # continue the finished run in out_dir (its staging): its checkpoint, metrics rows and best/ come along
-        root = plan.source.parent.parent
-        clear_run_state(out_dir)
+        # continue the finished run in out_dir (its staging); only checkpoints of this attempt are kept and counted
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         shutil.copytree(plan.source, plan.target, copy_function=_link_or_copy)
-        if (root / "best").is_dir():
-            shutil.copytree(root / "best", out_dir / "best", copy_function=_link_or_copy)
-        if (root / "metrics.jsonl").is_file():
-            shutil.copy2(root / "metrics.jsonl", out_dir / "metrics.jsonl")
     return plan.target
+
+
+def is_best_of(folder: Path, facts: dict[str, Any], step: int) -> bool:
+    """True when ``folder`` is an intact ``best/`` of this run (same fingerprint) saved at ``step``."""
+    if checkpoint_problem(folder, need_state=False) is not None:
+        return False
+    index = read_json_object(folder / INDEX_FILE)
+    return index.get("fingerprint") == fingerprint(facts) and index.get("step") == step
+
+
+def restore_best(out_dir: Path, facts: dict[str, Any], step: int) -> None:
+    """Make ``out_dir/best`` the best-so-far folder of the resumed run (rank 0), from the finished run if needed."""
+    best = out_dir / "best"
+    if is_best_of(best, facts, step):
+        return
+    shutil.rmtree(best, ignore_errors=True)
+    committed = committed_dir(out_dir) / "best"
+    if committed != best and is_best_of(committed, facts, step):
+        shutil.copytree(committed, best, copy_function=_link_or_copy)
 
 
 def load_trainer_state(ckpt_dir: Path, engine: Engine) -> dict[str, Any]:
@@ -317,5 +334,6 @@ def prune_checkpoints(out_dir: Path, keep: int | None, protect: Path | None = No
 
 
 __all__ = ["CONFIG_FILE", "INDEX_FILE", "STATE_FILE", "ResumePlan", "apply_resume_plan", "check_same_run",
-           "checkpoint_problem", "describe_differences", "fingerprint", "load_trainer_state", "plan_resume",
-           "prune_checkpoints", "public_config", "replace_dir", "run_facts", "save_checkpoint", "step_checkpoints"]
+           "checkpoint_problem", "clear_run_state", "describe_differences", "fingerprint", "is_best_of",
+           "load_trainer_state", "plan_resume", "prune_checkpoints", "public_config", "replace_dir", "restore_best",
+           "run_facts", "save_checkpoint", "step_checkpoints"]

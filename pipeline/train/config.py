@@ -132,7 +132,7 @@ def split_file(cfg: TrainConfig, split: str) -> Path:
 def train_inputs(cfg: TrainConfig) -> list[Path]:
     """The train and dev prompt files (plus an explicit resume checkpoint)."""
     paths = [split_file(cfg, "train"), split_file(cfg, "dev")]
-    if cfg.checkpoint.resume not in ("none", "auto"):
+    if cfg.checkpoint.resume not in ("never", "none", "auto"):
         paths.append(Path(cfg.checkpoint.resume))
     return paths
 

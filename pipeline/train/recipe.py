@@ -119,9 +119,19 @@ class TrainRecipe:
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.elapsed0, self.best = state["elapsed"], state["best"]
         restore_rng_states(state["rng"])
-        if (self.out_dir / METRICS_FILE).exists():
+        if "metrics" in state:  # the rows up to the checkpoint travel with it
+            self.metrics = list(state["metrics"])
+        elif (self.out_dir / METRICS_FILE).exists():
             self.metrics = [r for r in load_jsonl(self.out_dir / METRICS_FILE, allow_nonfinite=True)
                             if r["step"] <= self.step]
+        if self.best is not None:
+            if self.main:
+                ckpt.restore_best(self.out_dir, self.facts, self.best["step"])
+            barrier()
+            if not ckpt.is_best_of(self.out_dir / "best", self.facts, self.best["step"]):
+                log.warning("best/ of step %d is not in %s: best/ is chosen among the evaluations after step %d",
+                            self.best["step"], self.out_dir, self.step)
+                self.best = None
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, self.step, self.epoch, self.position)
 
     # ------------------------------------------------------------------------------------- train loop
@@ -170,7 +180,7 @@ class TrainRecipe:
                 self.save(f"checkpoints/step-{self.step}", state={
                     "engine": self.engine.name, "step": self.step, "epoch": self.epoch, "position": self.position,
                     "elapsed": self.elapsed0 + time.perf_counter() - t_start, "best": self.best,
-                    "rng": rng_states(), "sampler": self.sampler_facts()})
+                    "rng": rng_states(), "sampler": self.sampler_facts(), "metrics": list(self.metrics)})
                 if self.main:
                     ckpt.prune_checkpoints(self.out_dir, cfg.checkpoint.save_total_limit, protect=self.resume_dir)
             fault_point("train.step")
