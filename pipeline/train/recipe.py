@@ -100,7 +100,8 @@ class TrainRecipe:
             self.resume_dir = ckpt.apply_resume_plan(plan, cfg)
         self.resumed_from = plan.source
         barrier()  # rank 0 has cleared or adopted the checkpoints before the others read them
-        if not self.main:
+        if not self.main:  # decide again on what rank 0 left (an adopted checkpoint is now in out_dir)
+            plan = ckpt.plan_resume(cfg, self.facts)
             self.resume_dir = plan.target if plan.source is not None else None
         if self.resume_dir is not None:
             self.resume(self.resume_dir)
