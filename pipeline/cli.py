@@ -68,26 +68,32 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise UserError(130) from None
 
 
+def usage_error(message: str) -> SystemExit:
+    """Print ``error: message`` and give the exit-2 SystemExit to raise (a command-line mistake)."""
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def resolve_stage(name: str) -> Stage:
-    """Import and return the stage registered under ``name`` (exit with the known names otherwise)."""
+    """Import and return the stage registered under ``name`` (exit 2 with the known names otherwise)."""
     try:
         return _resolve_stage(name)
     except UnknownStage as exc:
-        raise SystemExit(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
 
 def split_stage_name(argv: list[str]) -> tuple[str, list[str]]:
     """Join a group and its sub-command (``label select`` -> ``label.select``)."""
     if not argv:
-        raise SystemExit("usage: python -m pipeline <stage> [sub] [--config FILE] [--force] [key=value ...]\n"
-                         "       python -m pipeline run <profile> [--steps a,b] [--dry-run] [step.key=value ...]\n"
-                         f"stages: {', '.join(STAGES)}")
+        raise usage_error("usage: python -m pipeline <stage> [sub] [--config FILE] [--force] [key=value ...]\n"
+                          "       python -m pipeline run <profile> [--steps a,b] [--dry-run] [step.key=value ...]\n"
+                          f"stages: {', '.join(STAGES)}")
     name, rest = argv[0], argv[1:]
     groups = {s.split(".")[0] for s in STAGES if "." in s}
     if name in groups:
         if not rest or rest[0].startswith("-") or "=" in rest[0]:
             subs = [s.split(".", 1)[1] for s in STAGES if s.startswith(name + ".")]
-            raise SystemExit(f"stage group {name!r} needs a sub-command: {', '.join(subs)}")
+            raise usage_error(f"stage group {name!r} needs a sub-command: {', '.join(subs)}")
         name, rest = f"{name}.{rest[0]}", rest[1:]
     return name, rest
 

@@ -364,6 +364,13 @@ def test_malformed_override_value_is_named_as_an_override(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_unknown_stage_or_missing_sub_command_exits_2(capsys):
+    for argv in (["nosuchstage"], ["label"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(argv)
+        assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
 def test_train_config_checks_exit_2_and_leave_no_out_dir(tmp_path):
     prompts = write_prompts(tmp_path / "p")
     code, err = cli("train", "--config", str(TINY_YAML), f"prompts_dir={prompts}", f"out_dir={tmp_path / 'o'}",
