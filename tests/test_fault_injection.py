@@ -81,7 +81,7 @@ def prompts_cfg(data: Path, out: Path) -> PromptsConfig:
 
 def train_cfg(prompts: Path, out: Path, *extra: str) -> TrainConfig:
     return load_config(TrainConfig, TINY_YAML, [f"prompts_dir={prompts}", f"out_dir={out}", "optim.max_steps=4",
-                                                "checkpoint.save_steps=2", "eval.steps=2", "eval.generate_rows=0",
+                                                "checkpoint.save_steps=2", "eval.steps=2", "eval.accuracy_rows=0",
                                                 "checkpoint.resume=auto", *extra])
 
 

@@ -53,7 +53,7 @@ def _threads():
 
 def short(tmp_path: Path, out: Path, prompts: Path, **overrides) -> object:
     """A 4-step tiny train config writing ``out`` (checkpoints at steps 2 and 4, no dev generation)."""
-    args = {"optim.max_steps": 4, "checkpoint.save_steps": 2, "eval.steps": 2, "eval.generate_rows": 0,
+    args = {"optim.max_steps": 4, "checkpoint.save_steps": 2, "eval.steps": 2, "eval.accuracy_rows": 0,
             **overrides}
     return load_config(TRAIN.config_cls, TINY_YAML,
                        [f"prompts_dir={prompts}", f"out_dir={out}"] + [f"{k}={v}" for k, v in args.items()])
@@ -90,7 +90,7 @@ def test_resume_auto_refuses_a_finished_run_of_another_variant(finished, tmp_pat
 def test_resume_auto_refuses_a_changed_learning_rate_cli_exit_2(finished, tmp_path, capsys):
     out, prompts = finished
     code = cli_main(["train", "--config", str(TINY_YAML), f"prompts_dir={prompts}", f"out_dir={out}",
-                     "optim.max_steps=4", "checkpoint.save_steps=2", "eval.steps=2", "eval.generate_rows=0",
+                     "optim.max_steps=4", "checkpoint.save_steps=2", "eval.steps=2", "eval.accuracy_rows=0",
                      "checkpoint.resume=auto", "optim.learning_rate=0.05"])
     err = capsys.readouterr().err
     assert code == 2 and "optim.learning_rate 0.02 -> 0.05" in err and "Traceback" not in err
@@ -142,7 +142,7 @@ def test_explicit_resume_of_a_corrupt_or_foreign_checkpoint_exits_2(finished, tm
     shutil.copytree(out / "checkpoints/step-2", step)
     (step / "trainer_state.pt").write_bytes(b"\x00" * 10)
     base = ["train", "--config", str(TINY_YAML), f"prompts_dir={prompts}", f"out_dir={tmp_path / 'o'}",
-            "optim.max_steps=4", "checkpoint.save_steps=2", "eval.steps=2", "eval.generate_rows=0"]
+            "optim.max_steps=4", "checkpoint.save_steps=2", "eval.steps=2", "eval.accuracy_rows=0"]
     assert cli_main(base + [f"checkpoint.resume={step}"]) == 2
     assert "trainer_state.pt changed since it was written" in capsys.readouterr().err
     # a shape mismatch (other pre_seq_len) is named before any model is built
@@ -155,7 +155,7 @@ def test_a_llama_checkpoint_is_refused_on_a_glm_base(finished, tmp_path, capsys)
     out, prompts = finished
     # resume: the model is part of the run's fingerprint
     code = cli_main(["train", "--config", str(TINY_YAML), f"prompts_dir={prompts}", f"out_dir={out}",
-                     "optim.max_steps=4", "checkpoint.save_steps=2", "eval.steps=2", "eval.generate_rows=0",
+                     "optim.max_steps=4", "checkpoint.save_steps=2", "eval.steps=2", "eval.accuracy_rows=0",
                      "checkpoint.resume=auto", "model.spec=tiny:glm"])
     assert code == 2 and "model.spec 'tiny:llama' -> 'tiny:glm'" in capsys.readouterr().err
 
