@@ -63,6 +63,7 @@ yes          collision, retreat      *                                unclear
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 #: Context fields and their values (sampled uniformly by the simulator).
@@ -151,3 +152,20 @@ def intents(context: dict[str, Any], motion: str) -> dict[str, str]:
     """All three labels for a context and a motion intent."""
     op = operation_intent(context, motion)
     return {"motion": motion, "operation": op, "task": task_intent(bool(context["cooperative"]), motion, op)}
+
+
+def determined_intents(context: dict[str, Any], motion: str) -> dict[str, str | None]:
+    """:func:`intents` for a context with unknown fields: a level's label where every value the unknown
+    fields could take gives the same one, else None.
+
+    A field is unknown when it is missing, None or ``"unknown"`` (what :func:`data_prep.tracks.read_tracks`
+    fills in). E.g. a collision needs no context for its operation (none) but cooperativeness for its task.
+    """
+    unknown = [f for f in CONTEXT_VALUES if context.get(f) in (None, "unknown")]
+    known = {f: context[f] for f in CONTEXT_VALUES if f not in unknown}
+    seen: dict[str, set[str]] = {"operation": set(), "task": set()}
+    for values in itertools.product(*(CONTEXT_VALUES[f] for f in unknown)):  # at most 216 combinations
+        labels = intents({**known, **dict(zip(unknown, values))}, motion)
+        for level in seen:
+            seen[level].add(labels[level])
+    return {"motion": motion, **{level: next(iter(v)) if len(v) == 1 else None for level, v in seen.items()}}

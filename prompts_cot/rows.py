@@ -2,10 +2,14 @@
 
 Train needs ``prompt`` and ``response``; predict and evaluate need ``sample_id`` and ``prompt``.
 Every problem is a :class:`~pipeline.core.io.DataError` naming file, line and field.
+:func:`training_prompts` sums up how a set of rows was rendered (the train stage stores it in its
+checkpoints, so new records can be rendered exactly like the training prompts).
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,4 +42,25 @@ def read_prompt_rows(path: Path, required: Sequence[str] = ("sample_id", "prompt
     return rows
 
 
-__all__ = ["read_prompt_rows"]
+def training_prompts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """How ``rows`` (prompts-stage rows a model trains on) were rendered, or None without ``render`` dicts.
+
+    Returns ``{"render": <options dict>, "langs": {lang: rows}, "cot": bool, "rows": n}``: ``render`` is the
+    :func:`prompts_cot.render.options_to_dict` dict most rows share, counted over the rows the prompts stage
+    did not truncate (a variant renders every row with the same options except the per-row language, so
+    this is the variant's options in its most frequent language); ``cot`` is True when responses carry a
+    rationale before the answer line. Re-rendering a record with ``options_from_dict(render)`` gives
+    exactly the prompt the prompts stage wrote for it (in that language).
+    """
+    rendered = [r for r in rows if isinstance(r.get("render"), dict)]
+    if not rendered:
+        return None
+    pool = [r for r in rendered if not r.get("truncated")] or rendered
+    counts = Counter(json.dumps(r["render"], sort_keys=True) for r in pool)
+    canonical = json.loads(counts.most_common(1)[0][0])
+    langs = Counter(str(r.get("lang") or r["render"].get("lang", "en")) for r in rendered)
+    cot = any(len(str(r.get("response", "")).strip().splitlines()) > 1 for r in rendered)
+    return {"render": canonical, "langs": dict(sorted(langs.items())), "cot": cot, "rows": len(rows)}
+
+
+__all__ = ["read_prompt_rows", "training_prompts"]

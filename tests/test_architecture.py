@@ -6,8 +6,8 @@ Floors, bottom up; a module may import only its own floor or lower ones:
     1 methods        pipeline.methods.*  (one folder per tuning method)
     2 model library  pipeline.models.*   (store, chatglm, lm, tokenizer, data, engines, generation, scoring)
     3 domain libs    data_prep.*, prompts_cot.*, eval.*  (everything that is not a stage)
-    4 stages         data_prep.stage, prompts_cot.stage, pipeline.train.*, pipeline.predict, eval.stage,
-                     eval.compare, pipeline.label.*
+    4 stages         data_prep.stage, prompts_cot.stage, pipeline.train.*, pipeline.predict, pipeline.classify,
+                     eval.stage, eval.compare, pipeline.label.*
 
 Plus: no import cycle between modules, and a stage never imports another stage. Every import
 counts, also the lazy ones inside functions (the CLI finds stages by name, never by import).
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "data_prep", "prompts_cot", "eval")
 FLOOR_NAMES = ["ground floor", "methods", "model library", "domain libraries", "stages"]
 #: stage modules / packages (a package's modules form one stage unit)
-STAGE_UNITS = ("data_prep.stage", "prompts_cot.stage", "pipeline.train", "pipeline.predict", "eval.stage",
-               "eval.compare", "pipeline.label")
+STAGE_UNITS = ("data_prep.stage", "prompts_cot.stage", "pipeline.train", "pipeline.predict", "pipeline.classify",
+               "eval.stage", "eval.compare", "pipeline.label")
 
 
 def module_name(path: Path) -> str:

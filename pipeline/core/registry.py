@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "prompts": "prompts_cot.stage:STAGE",
     "train": "pipeline.train:STAGE",
     "predict": "pipeline.predict:STAGE",
+    "classify": "pipeline.classify:STAGE",
     "evaluate": "eval.stage:STAGE",
     "compare": "eval.compare:STAGE",
     "label.select": "pipeline.label.select:STAGE",

@@ -9,6 +9,9 @@ Reads ``<prompts_dir>/<data.variant>/{train,dev}.jsonl`` and writes under ``out_
 * ``metrics.jsonl``: one ``kind: train`` row per ``logging_steps`` (step, loss, lr, grad_norm,
   tokens_per_s, elapsed) and one ``kind: eval`` row per ``eval.steps`` (dev_loss, dev_acc, ...).
 
+Every checkpoint's method JSON records ``model_spec``, ``variant``, ``step`` and ``prompts``
+(:func:`prompts_cot.rows.training_prompts`: the render options and languages of the training rows).
+
 Run through the stage runner, all of this is written into ``out_dir/.staging`` and committed as a set at
 the end; a killed run's step checkpoints stay there. ``checkpoint.resume: auto`` continues from the newest
 intact ``checkpoints/step-N`` *of the same run* (same fingerprint, :mod:`pipeline.train.checkpoint`) and
@@ -45,7 +48,7 @@ from pipeline.train.runtime import (
     rng_states,
     seed_everything,
 )
-from prompts_cot.rows import read_prompt_rows
+from prompts_cot.rows import read_prompt_rows, training_prompts
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +92,16 @@ class TrainRecipe:
         if cfg.model.gradient_checkpointing:
             lm.gradient_checkpointing_enable()
         self.pad_id = pad_token_id(self.tokenizer)
-        self.train_ex, _, self.dev_ex, self.dev_rows = load_examples(cfg, self.tokenizer)
+        self.train_ex, train_rows, self.dev_ex, self.dev_rows = load_examples(cfg, self.tokenizer)
         self.engine = build_engine(cfg.engine.name, lm, cfg.optim, dtype=self.dtype,
                                    deepspeed_config=resolve_repo_path(cfg.engine.deepspeed_config))
         self.lm, self.main = self.engine.module, self.engine.rank == 0
         self.sampler = BatchSampler([len(e) for e in self.train_ex], cfg.optim.per_device_batch_size, cfg.seed,
                                     cfg.data.group_by_length, self.engine.rank, self.engine.world_size)
-        self.extra = {"model_spec": cfg.model.spec, "variant": cfg.data.variant}
+        # how the training prompts were rendered: classify (or anyone) re-renders new records exactly alike
+        prompts = training_prompts(train_rows)
+        self.extra = {"model_spec": cfg.model.spec, "variant": cfg.data.variant,
+                      **({"prompts": prompts} if prompts else {})}
         if self.main:
             self.resume_dir = ckpt.apply_resume_plan(plan, cfg)
         self.resumed_from = plan.source
