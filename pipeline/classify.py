@@ -273,9 +273,17 @@ class TrackClassifier:
             trained_on = read_checkpoint_meta(self.ckpt)[0].get("model_spec")
             if trained_on is not None and trained_on != model:
                 log.warning("prefix in %s was trained on model %r, classifying with %r", self.ckpt, trained_on, model)
-        from pipeline.models.lm import load_model  # lazy: a bad track file fails before torch is imported
+        self.dtype, self.device = dtype, device
+        self.lm: Any = None
+        self.tokenizer: Any = None
 
-        self.lm, self.tokenizer = load_model(model, prefix_dir=self.ckpt, dtype=dtype, device=device)
+    def load(self) -> None:
+        """Load the model (once; on first use, so that bad tracks fail before the weights are read)."""
+        if self.lm is None:
+            from pipeline.models.lm import load_model  # lazy: a bad track file fails before torch is imported
+
+            self.lm, self.tokenizer = load_model(self.model, prefix_dir=self.ckpt, dtype=self.dtype,
+                                                 device=self.device)
 
     def describe(self) -> dict[str, Any]:
         """What answers the tracks: model, checkpoint, mode and the render options (with their source)."""
@@ -324,6 +332,7 @@ def classify_records(clf: TrackClassifier, records: Sequence[dict[str, Any]], so
 
     opts = clf.options
     prompts = render_prompts(records, opts, source)
+    clf.load()
     langs = [opts.lang] * len(prompts)
     answers = answer_rows(clf.lm, clf.tokenizer, clf.mode, prompts, langs, clf.batch_size, clf.max_new_tokens)
     rows = []
