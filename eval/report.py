@@ -22,6 +22,7 @@ import numpy as np
 from eval.metrics import calibration, classification_summary, mcnemar_exact, paired_bootstrap_delta
 from eval.robustness import (
     CLEAN,
+    MIN_CELL_N,
     accuracy_with_ci,
     flip_by_class,
     is_correct,
@@ -115,17 +116,22 @@ def failing_examples(groups: dict[GroupKey, list[dict[str, Any]]], per_perturbat
 
 
 def build_report(rows: list[dict[str, Any]], manifest: dict[str, Any], baseline_tag: str = "base",
-                 seed: int = 0, n_resamples: int = 2000) -> dict[str, Any]:
-    """All numbers of the evaluation as one JSON-able dict (see module docstring)."""
+                 seed: int = 0, n_resamples: int = 2000, min_cell_n: int = MIN_CELL_N,
+                 learning_curves: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """All numbers of the evaluation as one JSON-able dict (see module docstring).
+
+    ``learning_curves``: per model tag, the train stage's dev-evaluation rows (``kind: eval`` of its
+    metrics.jsonl) and which step the evaluated checkpoint is, for the learning-curve plot.
+    """
     groups = split_groups(rows)
     out_groups, aggs = [], {}
     for key, grows in groups.items():
-        agg = robustness_aggregates(grows)
+        agg = robustness_aggregates(grows, min_cell_n)
         aggs[key] = agg
         out_groups.append({
             "model_tag": key[0], "variant": key[1], "mode": key[2],
             "clean": clean_summary(grows, seed, n_resamples),
-            "robustness": robustness_table(grows, seed, n_resamples),
+            "robustness": robustness_table(grows, seed, n_resamples, min_cell_n),
             "aggregates": agg,
             "flip_by_class": {lvl: flip_by_class(grows, lvl) for lvl in LEVELS},
         })
@@ -136,6 +142,8 @@ def build_report(rows: list[dict[str, Any]], manifest: dict[str, Any], baseline_
         "std_ratios": std_ratios(aggs, baseline_tag),
         "failures": failing_examples(groups),
         "n_rows": len(rows),
+        "min_cell_n": min_cell_n,
+        "learning_curves": learning_curves or {},
     }
 
 
@@ -288,15 +296,17 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
         rows.append([g["model_tag"], g["variant"], g["mode"], str(c["n"]), _ci(c),
                      *[_fmt(c["levels"][lvl].get("accuracy")) for lvl in LEVELS],
                      _fmt(c["levels"]["motion"].get("macro_f1")), _fmt(c.get("invalid_rate")),
-                     _fmt(a.get("mean_accuracy")), _fmt(a.get("std_accuracy")), _fmt(a.get("worst_case_accuracy")),
+                     _fmt(a.get("mean_accuracy")), _fmt(a.get("std_accuracy")), _fmt(a.get("mean_pdr")),
+                     f"{a.get('n_cells', 0)} (+{a.get('n_cells_too_small', 0)} small)", _fmt(a.get("worst_case_accuracy")),
                      _fmt(a.get("consistency")), _fmt(c.get("examples_per_s"), 2)])
     return rows
 
 
 SUMMARY_HEADER = ["model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{lvl} acc" for lvl in LEVELS],
-                  "motion macro-F1", "invalid", "pert. mean acc", "pert. std", "worst-case", "consistency", "ex/s"]
+                  "motion macro-F1", "invalid", "pert. mean acc", "pert. std", "mean PDR", "cells used",
+                  "worst-case", "consistency", "ex/s"]
 ROBUST_HEADER = ["perturbation", "sev", "n", "acc [95% CI]", "Δ vs clean [95% CI]", "PDR", "flip", "flip|correct",
-                 "invalid", "McNemar p", "label may change"]
+                 "invalid", "McNemar p", "label may change", "note"]
 
 
 def robustness_rows(group: dict[str, Any]) -> list[list[str]]:
@@ -308,7 +318,8 @@ def robustness_rows(group: dict[str, Any]) -> list[list[str]]:
         out.append([c["perturbation"], str(c["severity"]), str(c["n"]), _ci(c),
                     _ci(c, "delta", "delta_ci_low", "delta_ci_high"), _fmt(c.get("pdr")), _fmt(c.get("flip_rate")),
                     _fmt(c.get("flip_rate_correct")), _fmt(c.get("invalid_rate")), _fmt(c.get("mcnemar_p"), 4),
-                    "yes" if c.get("label_may_change") else "no"])
+                    "yes" if c.get("label_may_change") else "no",
+                    "too small: not summarised" if c.get("too_small") else ""])
     return out
 
 
@@ -320,13 +331,52 @@ def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 COMPARE_HEADER = ["kind", "a", "b", "n", "acc a", "acc b", "Δ (a−b) [95% CI]", "McNemar p"]
-RATIO_HEADER = ["model", "baseline", "variant", "mode", "std", "baseline std", "ratio"]
+RATIO_HEADER = ["model", "baseline", "variant", "mode", "std", "baseline std", "ratio", "why no ratio"]
 
 
 def ratio_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Robustness std ratios (model / baseline)."""
+    """Robustness std ratios (model / baseline), with the reason where one cannot be formed."""
     return [[r["model_tag"], r["baseline"], r["variant"], r["mode"], _fmt(r["std"]), _fmt(r["baseline_std"]),
-             _fmt(r["ratio"])] for r in report["std_ratios"]]
+             _fmt(r["ratio"]), r.get("reason") or ""] for r in report["std_ratios"]]
+
+
+CURVE_HEADER = ["model", "step", "dev rows", "mode", "joint", *[f"{lvl}" for lvl in LEVELS], "dev loss", "evaluated"]
+
+
+def curve_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The train stage's dev evaluations per model (the learning curve as a table)."""
+    out = []
+    for tag, curve in sorted((report.get("learning_curves") or {}).items()):
+        for r in curve["points"]:
+            out.append([tag, str(r["step"]), str(r.get("dev_rows", "")), str(r.get("dev_mode", "")),
+                        _fmt(r.get("dev_acc")), *[_fmt(r.get(f"dev_acc_{lvl}")) for lvl in LEVELS],
+                        _fmt(r.get("dev_loss")), "yes" if r["step"] == curve.get("evaluated_step") else ""])
+    return out
+
+
+def plot_learning_curves(report: dict[str, Any]) -> str | None:
+    """Dev accuracy (joint and per level) vs training step per tuned model; the evaluated checkpoint marked."""
+    curves = {t: c for t, c in (report.get("learning_curves") or {}).items()
+              if any(p.get("dev_acc") is not None for p in c["points"])}
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.4), squeeze=False)
+    for ax, (tag, curve) in zip(axes.flat, sorted(curves.items())):
+        pts = [p for p in curve["points"] if p.get("dev_acc") is not None]
+        steps = [p["step"] for p in pts]
+        ax.plot(steps, [p["dev_acc"] for p in pts], marker="o", lw=2, label="joint")
+        for lvl in LEVELS:
+            ax.plot(steps, [p.get(f"dev_acc_{lvl}") for p in pts], marker=".", lw=1, alpha=0.7, label=lvl)
+        if curve.get("evaluated_step") is not None:
+            ax.axvline(curve["evaluated_step"], color="grey", ls="--", lw=1, label="evaluated checkpoint")
+        ax.set_title(f"{tag}: dev accuracy ({pts[-1].get('dev_rows', '?')} rows, {pts[-1].get('dev_mode', '?')})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -344,7 +394,11 @@ def render_markdown(report: dict[str, Any]) -> str:
              "Robustness statistics use only perturbations that cannot change the label.", "",
              "## Summary", md_table(SUMMARY_HEADER, summary_rows(report)), "",
              "## Paired comparisons (clean)", md_table(COMPARE_HEADER, comparison_rows(report)), "",
-             "## Robustness std ratio (model / baseline)", md_table(RATIO_HEADER, ratio_rows(report)), ""]
+             "## Robustness std ratio (model / baseline)",
+             f"Cells with fewer than {report.get('min_cell_n')} prompts are listed but kept out of std, ratio and PDR.",
+             "", md_table(RATIO_HEADER, ratio_rows(report)), ""]
+    if report.get("learning_curves"):
+        parts += ["## Learning curve (train stage dev evaluations)", md_table(CURVE_HEADER, curve_rows(report)), ""]
     for g in report["groups"]:
         parts += [f"## Robustness: {g['model_tag']} / {g['variant']} / {g['mode']}",
                   md_table(ROBUST_HEADER, robustness_rows(g)), ""]
@@ -380,7 +434,11 @@ def render_html(report: dict[str, Any]) -> str:
              "change the label.</p>",
              "<h2>Summary</h2>", html_table(SUMMARY_HEADER, summary_rows(report)),
              "<h2>Paired comparisons (clean)</h2>", html_table(COMPARE_HEADER, comparison_rows(report)),
-             "<h2>Robustness std ratio</h2>", html_table(RATIO_HEADER, ratio_rows(report)),
+             "<h2>Robustness std ratio</h2>",
+             f"<p>Cells with fewer than {report.get('min_cell_n')} prompts are listed but kept out of std, ratio "
+             "and PDR.</p>", html_table(RATIO_HEADER, ratio_rows(report)),
+             "<h2>Learning curve</h2>", _img(plot_learning_curves(report), "learning curve"),
+             html_table(CURVE_HEADER, curve_rows(report)),
              "<h2>Accuracy vs severity</h2>", _img(plot_severity_curves(report), "accuracy vs severity"),
              "<h2>Reliability (label scoring)</h2>", _img(plot_reliability(report), "reliability diagram")]
     for g in report["groups"]:

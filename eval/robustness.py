@@ -7,7 +7,12 @@ CI, Δ vs clean with a paired-bootstrap CI, PDR = 1 − acc_pert / acc_clean (Pr
 (prediction changed vs clean; overall and among clean-correct: CheckList's INV failure rate),
 invalid rate and the exact McNemar p. :func:`robustness_aggregates` gives mean and std of accuracy
 over (perturbation, severity, seed) cells that cannot change the label (the reference study's
-robustness statistic is that std), HELM's worst-case accuracy per instance and consistency.
+robustness statistic is that std), the mean PDR, HELM's worst-case accuracy per instance and consistency.
+
+**Minimum cell size.** A cell with fewer than ``min_n`` perturbed prompts (default
+:data:`MIN_CELL_N` = 50) is marked ``too_small``: it is still listed, but kept out of the std, the
+std ratio and the PDR summary, because at that size its accuracy is noise (n = 9 gives CIs like
+[0.0, 0.44]). A std ratio that cannot be formed says why (``reason``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from eval.metrics import bootstrap_mean_ci, mcnemar_exact, paired_bootstrap_delt
 from pipeline.core.taxonomy import LEVELS
 
 CLEAN = "clean"
+#: Cells (perturbation x severity, or x seed in the aggregates) below this many prompts are not summarised.
+MIN_CELL_N = 50
 
 
 def gold_levels(row: dict[str, Any], levels: Sequence[str] = LEVELS) -> list[str]:
@@ -78,11 +85,14 @@ def _nan_to_none(x: float | None) -> float | None:
 
 
 def perturbation_cell(pert_rows: list[dict[str, Any]], clean: dict[str, dict[str, Any]],
-                      seed: int = 0, n_resamples: int = 2000) -> dict[str, Any]:
-    """Statistics of one perturbation x severity (all seeds pooled), paired with the clean rows by sample_id."""
+                      seed: int = 0, n_resamples: int = 2000, min_n: int = MIN_CELL_N) -> dict[str, Any]:
+    """Statistics of one perturbation x severity (all seeds pooled), paired with the clean rows by sample_id.
+
+    ``too_small`` is true below ``min_n`` paired prompts (the cell is listed, never summarised).
+    """
     paired = [(r, clean[r["sample_id"]]) for r in pert_rows if r["sample_id"] in clean]
     if not paired:
-        return {"n": 0}
+        return {"n": 0, "too_small": True}
     p_ok = np.array([is_correct(r) for r, _ in paired])
     c_ok = np.array([is_correct(c) for _, c in paired])
     flipped = np.array([prediction(r) != prediction(c) for r, c in paired])
@@ -102,36 +112,47 @@ def perturbation_cell(pert_rows: list[dict[str, Any]], clean: dict[str, dict[str
         "label_may_change": bool(any(r.get("label_may_change") for r, _ in paired)),
         "per_level_accuracy": {lvl: float(np.mean([is_correct(r, lvl) for r, _ in paired])) for lvl in LEVELS},
         "seeds": sorted({int(r.get("seed", 0)) for r, _ in paired}),
+        "too_small": len(paired) < min_n,
     }
     return out
 
 
-def robustness_table(rows: list[dict[str, Any]], seed: int = 0, n_resamples: int = 2000) -> list[dict[str, Any]]:
+def robustness_table(rows: list[dict[str, Any]], seed: int = 0, n_resamples: int = 2000,
+                     min_n: int = MIN_CELL_N) -> list[dict[str, Any]]:
     """One entry per (perturbation, severity) of a single (model, variant, mode) group."""
     clean = {r["sample_id"]: r for r in rows if r["perturbation"] == CLEAN}
     cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r["perturbation"] != CLEAN:
             cells[(r["perturbation"], int(r["severity"]))].append(r)
-    return [{"perturbation": name, "severity": sev, **perturbation_cell(cells[(name, sev)], clean, seed, n_resamples)}
+    return [{"perturbation": name, "severity": sev,
+             **perturbation_cell(cells[(name, sev)], clean, seed, n_resamples, min_n)}
             for name, sev in sorted(cells)]
 
 
-def robustness_aggregates(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean/std of accuracy over invariant (perturbation, severity, seed) cells, worst-case and consistency.
+def robustness_aggregates(rows: list[dict[str, Any]], min_n: int = MIN_CELL_N) -> dict[str, Any]:
+    """Mean/std of accuracy over invariant (perturbation, severity, seed) cells, mean PDR, worst-case and consistency.
 
-    Only rows with ``label_may_change`` false count. Worst-case accuracy: the share of perturbed
-    instances right on the clean input *and* on every invariant perturbed version. Consistency:
-    the share whose predicted labels are identical on all those versions.
+    Only rows with ``label_may_change`` false count, and only cells with at least ``min_n`` prompts
+    (``n_cells_too_small`` counts the others). Worst-case accuracy: the share of perturbed instances right
+    on the clean input *and* on every invariant perturbed version. Consistency: the share whose predicted
+    labels are identical on all those versions. Mean PDR: 1 − acc_pert / acc_clean averaged over the
+    usable cells (each paired with the clean accuracy of its own prompts).
     """
     clean = {r["sample_id"]: r for r in rows if r["perturbation"] == CLEAN}
     inv = [r for r in rows if r["perturbation"] != CLEAN and not r.get("label_may_change")]
-    cells: dict[tuple[str, int, int], list[bool]] = defaultdict(list)
+    cells: dict[tuple[str, int, int], list[dict[str, Any]]] = defaultdict(list)
     per_sample: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in inv:
-        cells[(r["perturbation"], int(r["severity"]), int(r.get("seed", 0)))].append(is_correct(r))
+        cells[(r["perturbation"], int(r["severity"]), int(r.get("seed", 0)))].append(r)
         per_sample[r["sample_id"]].append(r)
-    accs = np.array([np.mean(v) for v in cells.values()]) if cells else np.array([])
+    usable = {k: v for k, v in cells.items() if len(v) >= min_n}
+    accs = np.array([np.mean([is_correct(r) for r in v]) for v in usable.values()]) if usable else np.array([])
+    pdrs = []
+    for v in usable.values():
+        base = [is_correct(clean[r["sample_id"]]) for r in v if r["sample_id"] in clean]
+        if base and np.mean(base) > 0:
+            pdrs.append(1.0 - np.mean([is_correct(r) for r in v]) / np.mean(base))
     worst, consistent = [], []
     for sid, prs in per_sample.items():
         if sid not in clean:
@@ -141,11 +162,14 @@ def robustness_aggregates(rows: list[dict[str, Any]]) -> dict[str, Any]:
         consistent.append(len({prediction(v) for v in versions}) == 1)
     subset = [clean[s] for s in per_sample if s in clean]
     return {
+        "min_cell_n": min_n,
         "n_cells": int(accs.size),
+        "n_cells_too_small": len(cells) - len(usable),
         "mean_accuracy": float(accs.mean()) if accs.size else None,
-        # sample std (ddof=1) across cells; 0 with a single cell
-        "std_accuracy": float(accs.std(ddof=1)) if accs.size > 1 else (0.0 if accs.size else None),
+        # sample std (ddof=1) across usable cells; undefined (None) with fewer than two
+        "std_accuracy": float(accs.std(ddof=1)) if accs.size > 1 else None,
         "min_cell_accuracy": float(accs.min()) if accs.size else None,
+        "mean_pdr": float(np.mean(pdrs)) if pdrs else None,
         "clean_accuracy_on_subset": float(np.mean([is_correct(c) for c in subset])) if subset else None,
         "worst_case_accuracy": float(np.mean(worst)) if worst else None,
         "consistency": float(np.mean(consistent)) if consistent else None,
@@ -167,20 +191,37 @@ def flip_by_class(rows: list[dict[str, Any]], level: str = "motion") -> dict[str
     return {p: {g: float(np.mean(v)) for g, v in sorted(d.items())} for p, d in sorted(acc.items())}
 
 
+def std_ratio_reason(std: float | None, baseline_std: float | None, agg: dict[str, Any],
+                     base: dict[str, Any]) -> str | None:
+    """Why the std ratio of a model to its baseline cannot be formed (None when it can)."""
+    for who, s, a in (("model", std, agg), ("baseline", baseline_std, base)):
+        if s is None:
+            return (f"{who} has {a.get('n_cells', 0)} invariant cell(s) with n >= {a.get('min_cell_n', MIN_CELL_N)} "
+                    f"({a.get('n_cells_too_small', 0)} too small): a std needs at least two")
+    if baseline_std == 0:
+        return "baseline std is 0: the baseline has the same accuracy in every cell (e.g. always wrong), so no ratio"
+    return None
+
+
 def std_ratios(aggregates: dict[tuple[str, str, str], dict[str, Any]], baseline_tag: str) -> list[dict[str, Any]]:
-    """std of perturbed accuracy of each model / the baseline model's, per (variant, mode)."""
+    """std of perturbed accuracy of each model / the baseline model's, per (variant, mode); ``reason`` says why
+    a ratio is missing."""
     out = []
     for (tag, variant, mode), agg in sorted(aggregates.items()):
         if tag == baseline_tag:
             continue
         base = aggregates.get((baseline_tag, variant, mode))
         if base is None:
+            out.append({"model_tag": tag, "baseline": baseline_tag, "variant": variant, "mode": mode,
+                        "std": agg.get("std_accuracy"), "baseline_std": None, "ratio": None,
+                        "reason": f"no {baseline_tag} rows for {variant}/{mode}"})
             continue
         s, b = agg.get("std_accuracy"), base.get("std_accuracy")
+        reason = std_ratio_reason(s, b, agg, base)
         out.append({"model_tag": tag, "baseline": baseline_tag, "variant": variant, "mode": mode,
-                    "std": s, "baseline_std": b, "ratio": (s / b) if s is not None and b else None})
+                    "std": s, "baseline_std": b, "ratio": None if reason else s / b, "reason": reason})
     return out
 
 
-__all__ = ["CLEAN", "accuracy_with_ci", "flip_by_class", "group_key", "is_correct", "is_invalid", "perturbation_cell",
-           "prediction", "robustness_aggregates", "robustness_table", "split_groups", "std_ratios"]
+__all__ = ["CLEAN", "MIN_CELL_N", "accuracy_with_ci", "flip_by_class", "group_key", "is_correct", "is_invalid", "perturbation_cell",
+           "prediction", "robustness_aggregates", "robustness_table", "split_groups", "std_ratio_reason", "std_ratios"]

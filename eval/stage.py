@@ -36,7 +36,7 @@ from eval import perturb
 from eval.report import build_report, write_reports
 from eval.robustness import CLEAN
 from pipeline.core.config import config_to_dict
-from pipeline.core.io import DataError, fault_point, index_jsonl_by_id, sha256_file, write_jsonl
+from pipeline.core.io import DataError, fault_point, index_jsonl_by_id, read_jsonl, sha256_file, write_jsonl
 from pipeline.core.stage import Stage, StageResult, committed_dir, expand_files
 from pipeline.core.taxonomy import LABELS, LEVELS
 from prompts_cot.rows import read_prompt_rows
@@ -122,6 +122,8 @@ class EvalConfig:
     device: str = "cpu"
     # torch threads for CPU runs; 0 = torch's default
     num_threads: int = 0
+    # robustness cells with fewer prompts are listed but kept out of std, std ratio and PDR summaries
+    min_cell_n: int = 50
 
 
 def check_config(cfg: EvalConfig) -> None:
@@ -134,8 +136,8 @@ def check_config(cfg: EvalConfig) -> None:
         raise ValueError(f"models need distinct tags; got {tags}")
     if not 0.0 <= cfg.perturbed_fraction <= 1.0:
         raise ValueError("perturbed_fraction must be in [0, 1]")
-    if min(cfg.batch_size, cfg.max_new_tokens, cfg.max_new_tokens_cot, cfg.chunk_size) < 1:
-        raise ValueError("batch_size, max_new_tokens(_cot) and chunk_size must be >= 1")
+    if min(cfg.batch_size, cfg.max_new_tokens, cfg.max_new_tokens_cot, cfg.chunk_size, cfg.min_cell_n) < 1:
+        raise ValueError("batch_size, max_new_tokens(_cot), chunk_size and min_cell_n must be >= 1")
     for p in cfg.perturbations:
         spec = perturb.get_spec(p.name)
         bad = [s for s in (p.severities or ()) if s not in spec.levels]
@@ -165,11 +167,42 @@ def prefix_dir(cfg: EvalConfig, entry: ModelEntry) -> Path | None:
     return Path(cfg.train_dir) / entry.checkpoint
 
 
+def metrics_path(cfg: EvalConfig) -> Path | None:
+    """The train stage's ``metrics.jsonl`` (its dev evaluations give the learning curve), when models are tuned."""
+    if cfg.train_dir is None or all(m.checkpoint is None for m in cfg.models):
+        return None
+    return Path(cfg.train_dir) / "metrics.jsonl"
+
+
 def evaluate_inputs(cfg: EvalConfig) -> list[Path]:
-    """Records, prompt files and checkpoint folders."""
+    """Records, prompt files, checkpoint folders and the train stage's metrics."""
     paths = [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]
     paths += [p for p in (prefix_dir(cfg, m) for m in cfg.models) if p is not None]
-    return paths
+    metrics = metrics_path(cfg)
+    return paths + ([metrics] if metrics is not None else [])
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """The training step a checkpoint folder was saved at (its ``*config.json`` records it), if known."""
+    for path in sorted(Path(folder).glob("*config.json")):
+        try:
+            step = json.loads(path.read_text(encoding="utf-8")).get("step")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(step, int):
+            return step
+    return None
+
+
+def learning_curves(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """Per tuned model tag: the train stage's dev evaluations (``kind: eval`` rows) and the evaluated step."""
+    metrics = metrics_path(cfg)
+    if metrics is None:
+        return {}
+    points = [{k: v for k, v in row.items() if k != "kind"} for _, row in read_jsonl(metrics)
+              if row.get("kind") == "eval"]
+    return {m.tag: {"points": points, "checkpoint": m.checkpoint, "evaluated_step": checkpoint_step(prefix_dir(cfg, m))}
+            for m in cfg.models if m.checkpoint is not None}
 
 
 # ------------------------------------------------------------------------------------------- examples
@@ -456,7 +489,8 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
     answer_secs = time.perf_counter() - t0
     rows = collect_rows(cfg, examples, cache)
     report = build_report(rows, input_manifest(cfg, examples), baseline_tag=cfg.baseline_tag,
-                          seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
+                          seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples, min_cell_n=cfg.min_cell_n,
+                          learning_curves=learning_curves(cfg))
     report["timings"] = timings
     pred_path = out_dir / "predictions.jsonl"
     write_jsonl(pred_path, rows)

@@ -12,7 +12,7 @@ import pytest
 
 from eval.compare import STAGE as COMPARE
 from eval.compare import CompareConfig, ReportEntry
-from eval.report import build_report, render_html, write_reports
+from eval.report import build_report, render_html, render_markdown, write_reports
 from eval.robustness import robustness_aggregates, robustness_table, std_ratios
 from pipeline.core.stage import run_stage
 
@@ -66,16 +66,36 @@ def test_robustness_table_by_hand():
 
 def test_aggregates_exclude_label_changing_cells():
     rows = [r for r in synthetic_rows() if r["model_tag"] == "tuned"]
-    agg = robustness_aggregates(rows)
+    agg = robustness_aggregates(rows, min_n=20)      # the synthetic cells hold 20 prompts each
     assert agg["n_cells"] == 2                      # typos seed 0 and seed 1; noise sev 4 excluded
     assert agg["mean_accuracy"] == pytest.approx((15 / 20 + 18 / 20) / 2)
     assert agg["std_accuracy"] == pytest.approx(abs(15 / 20 - 18 / 20) / 2 ** 0.5)
+    assert agg["mean_pdr"] == pytest.approx(((1 - 15 / 20) + (1 - 18 / 20)) / 2)
     assert agg["worst_case_accuracy"] == pytest.approx(15 / 20)
     assert agg["consistency"] == pytest.approx(15 / 20)
-    base = robustness_aggregates([r for r in synthetic_rows() if r["model_tag"] == "base"])
+    base = robustness_aggregates([r for r in synthetic_rows() if r["model_tag"] == "base"], min_n=20)
     assert base["std_accuracy"] == 0.0 and base["consistency"] == 1.0
     ratios = std_ratios({("tuned", "plain", "score"): agg, ("base", "plain", "score"): {"std_accuracy": 0.1}}, "base")
-    assert ratios[0]["ratio"] == pytest.approx(agg["std_accuracy"] / 0.1)
+    assert ratios[0]["ratio"] == pytest.approx(agg["std_accuracy"] / 0.1) and ratios[0]["reason"] is None
+    # a baseline that is equally right in every cell has std 0: no ratio, and the report says why
+    zero = std_ratios({("tuned", "plain", "score"): agg, ("base", "plain", "score"): base}, "base")[0]
+    assert zero["ratio"] is None and "baseline std is 0" in zero["reason"]
+
+
+def test_cells_below_the_minimum_are_listed_but_never_summarised():
+    rows = [r for r in synthetic_rows() if r["model_tag"] == "tuned"]
+    table = {(c["perturbation"], c["severity"]): c for c in robustness_table(rows, n_resamples=300, min_n=50)}
+    assert table[("typos", 1)]["n"] == 40 and table[("typos", 1)]["too_small"] is True
+    assert robustness_table(rows, n_resamples=300, min_n=40)[1]["too_small"] is False  # 40 pooled over 2 seeds
+    agg = robustness_aggregates(rows, min_n=50)
+    assert agg["n_cells"] == 0 and agg["n_cells_too_small"] == 2
+    assert agg["std_accuracy"] is None and agg["mean_pdr"] is None and agg["mean_accuracy"] is None
+    base = robustness_aggregates([r for r in synthetic_rows() if r["model_tag"] == "base"], min_n=50)
+    ratio = std_ratios({("tuned", "plain", "score"): agg, ("base", "plain", "score"): base}, "base")[0]
+    assert ratio["ratio"] is None and "n >= 50" in ratio["reason"] and "2 too small" in ratio["reason"]
+    report = build_report(synthetic_rows(), {"split": "test"}, n_resamples=200, min_cell_n=50)
+    md = render_markdown(report)
+    assert "too small: not summarised" in md and "kept out of std, ratio and PDR" in md
 
 
 class _Checker(HTMLParser):
@@ -101,8 +121,11 @@ class _Checker(HTMLParser):
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
+    curve = {"tuned": {"checkpoint": "best", "evaluated_step": 20, "points": [
+        {"step": s, "dev_loss": 1.0 / s, "dev_acc": s / 40, "dev_acc_motion": s / 30, "dev_acc_operation": 0.9,
+         "dev_acc_task": s / 35, "dev_mode": "score", "dev_rows": 200} for s in (10, 20, 30)]}}
     report = build_report(synthetic_rows(), {"split": "test", "note": "<script>x</script>"}, baseline_tag="base",
-                          n_resamples=300)
+                          n_resamples=300, learning_curves=curve)
     write_reports(out, report)
     return out
 
@@ -119,6 +142,9 @@ def test_report_json_and_markdown(report_dir):
     assert report["failures"]["typos"]                  # clean right, perturbed wrong examples listed
     md = (report_dir / "report.md").read_text()
     assert "| tuned | plain | score | 20 |" in md
+    # the learning curve: every dev evaluation of the train stage, the evaluated checkpoint marked
+    assert "## Learning curve" in md and "| tuned | 20 | 200 | score | 0.500 |" in md
+    assert report["learning_curves"]["tuned"]["evaluated_step"] == 20
 
 
 def test_report_html_is_well_formed_with_png_images(report_dir):
@@ -127,7 +153,8 @@ def test_report_html_is_well_formed_with_png_images(report_dir):
     checker.feed(text)
     checker.close()
     assert not checker.errors and checker.stack == []
-    assert len(checker.images) >= 4                     # severity curves, reliability, confusions, heatmaps
+    assert len(checker.images) >= 5                     # severity curves, reliability, learning curve, confusions, ...
+    assert 'alt="learning curve"' in text
     for src in checker.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
