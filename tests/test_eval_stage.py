@@ -111,3 +111,24 @@ def test_bad_prompt_row_names_file_line_and_field(data, tmp_path):
         run_stage(STAGE, cfg)
     assert err.value.line == 2 and err.value.field == "label.motion"
     assert not (tmp_path / "o" / "predictions.jsonl").exists()
+
+
+def test_learning_curve_is_read_from_the_train_stage(data, tmp_path):
+    """A tuned model's curve: the train stage's dev evaluations, with the evaluated checkpoint's step; metrics.jsonl
+    is a declared input (a retrained run re-evaluates)."""
+    from eval.stage import evaluate_inputs, learning_curves
+
+    train = tmp_path / "train"
+    (train / "best").mkdir(parents=True)
+    (train / "best" / "prefix_config.json").write_text(json.dumps({"step": 20, "kind": "encoder"}))
+    rows = [{"kind": "train", "step": 10, "loss": 1.0},
+            {"kind": "eval", "step": 10, "dev_loss": 0.9, "dev_acc": 0.25, "dev_mode": "score", "dev_rows": 200},
+            {"kind": "eval", "step": 20, "dev_loss": 0.5, "dev_acc": 0.75, "dev_mode": "score", "dev_rows": 200}]
+    (train / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_cfg(data, tmp_path / "out", f"train_dir={train}",
+                   "models=[{tag: base, spec: 'tiny:llama'}, {tag: tuned, spec: 'tiny:llama', checkpoint: best}]")
+    curves = learning_curves(cfg)
+    assert set(curves) == {"tuned"} and curves["tuned"]["evaluated_step"] == 20
+    assert [p["dev_acc"] for p in curves["tuned"]["points"]] == [0.25, 0.75]
+    assert train / "metrics.jsonl" in evaluate_inputs(cfg)
+    assert learning_curves(make_cfg(data, tmp_path / "out2")) == {}  # base models only: no curve
