@@ -103,6 +103,12 @@ class DataPrepConfig:
     max_track_samples: int = 600
     # wide: fractions of each class flown in the new manoeuvre styles (data_prep.wide.ManoeuvreMix).
     manoeuvres: wide.ManoeuvreMix = dataclasses.field(default_factory=wide.ManoeuvreMix)
+    # uniform: every context field drawn uniformly (operation is then ~71 % `none`). balanced: per kept sample,
+    # `balance_candidates` uniform contexts are drawn and the one whose operation and task are rarest so far
+    # in its motion class is kept, so the rule tables' rows are covered evenly (a separate random stream).
+    context_sampling: Literal["uniform", "balanced"] = "uniform"
+    # balanced: contexts drawn per kept sample to choose from.
+    balance_candidates: int = 8
 
 
 def validate_config(cfg: DataPrepConfig) -> None:
@@ -126,6 +132,8 @@ def validate_config(cfg: DataPrepConfig) -> None:
         raise ConfigError("window_s/cadence_s: need cadence_s > 0 and at least 3 samples per window")
     if cfg.variants_per_scenario < 1 or cfg.batch_scenarios < 1 or cfg.oversample < 1.0:
         raise ConfigError("variants_per_scenario, batch_scenarios must be >= 1 and oversample >= 1")
+    if cfg.balance_candidates < 1:
+        raise ConfigError("balance_candidates: must be >= 1")
     validate_wide(cfg)
 
 
@@ -177,6 +185,32 @@ def _draw_contexts(rng: np.random.Generator, n: int, orbit: str | list[str]) -> 
     ]
 
 
+class ContextBalancer:
+    """Chooses each kept sample's context (``context_sampling``) for one motion class.
+
+    ``uniform`` keeps the uniformly drawn context. ``balanced`` draws ``balance_candidates - 1`` more
+    uniform contexts (same orbit) and keeps the one whose operation + task counts so far in this class are
+    lowest (first wins ties), so rare rule-table rows get as many examples as common ones. Greedy and
+    deterministic: its own random stream per batch, so the uniform path's draws are unchanged.
+    """
+
+    def __init__(self, cfg: DataPrepConfig, motion: str):
+        self.balanced, self.k, self.motion = cfg.context_sampling == "balanced", cfg.balance_candidates, motion
+        self.ops: Counter = Counter()
+        self.tasks: Counter = Counter()
+
+    def choose(self, drawn: dict[str, Any], rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, str]]:
+        """The kept context and its labels (``rules.intents``)."""
+        if not self.balanced:
+            return drawn, rules.intents(drawn, self.motion)
+        candidates = [drawn] + _draw_contexts(rng, self.k - 1, drawn["orbit"])
+        labelled = [(c, rules.intents(c, self.motion)) for c in candidates]
+        context, labels = min(labelled, key=lambda cl: self.ops[cl[1]["operation"]] + self.tasks[cl[1]["task"]])
+        self.ops[labels["operation"]] += 1
+        self.tasks[labels["task"]] += 1
+        return context, labels
+
+
 def simulate_tracks(cfg: DataPrepConfig, class_idx: int, motion: str, batch: int, n_scen: int
                     ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Wide simulator: ``n_scen`` scenarios x variants of one class in one seeded batch.
@@ -213,12 +247,14 @@ def simulate_class_wide(cfg: DataPrepConfig, class_idx: int, motion: str, target
     kept: list[dict[str, Any]] = []
     kept_states: list[np.ndarray] = []
     dropped: Counter = Counter()
+    balancer = ContextBalancer(cfg, motion)
     scen_offset, batch = 0, 0
     while len(kept) < target:
         need = target - len(kept)
         n_scen = min(cfg.batch_scenarios, max(1, math.ceil(need * cfg.oversample / v)))
         observations, states = simulate_tracks(cfg, class_idx, motion, batch, n_scen)
         rng = np.random.default_rng([cfg.seed, class_idx, batch, 1])
+        balance_rng = np.random.default_rng([cfg.seed, class_idx, batch, 2])
         contexts = _draw_contexts(rng, len(observations), [o["orbit"] for o in observations])
         for i, obs in enumerate(observations):
             if len(kept) >= target:
@@ -228,10 +264,11 @@ def simulate_class_wide(cfg: DataPrepConfig, class_idx: int, motion: str, target
             if label != motion:
                 dropped["ambiguous" if label is None else label] += 1
                 continue
+            context, labels = balancer.choose(contexts[i], balance_rng)
             kept.append({
                 "scenario_seed": class_idx * 10_000_000 + scen_offset + i // v,
-                "labels": rules.intents(contexts[i], motion),
-                "context": contexts[i],
+                "labels": labels,
+                "context": context,
                 "observation": obs,
                 "features": f,
             })
@@ -267,11 +304,13 @@ def simulate_class(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
     kept: list[dict[str, Any]] = []
     kept_states: list[np.ndarray] = []
     dropped: Counter = Counter()
+    balancer = ContextBalancer(cfg, motion)
     scen_offset, batch = 0, 0
     while len(kept) < target:
         need = target - len(kept)
         n_scen = min(cfg.batch_scenarios, max(1, math.ceil(need * cfg.oversample / v)))
         rng = np.random.default_rng([cfg.seed, class_idx, batch])
+        balance_rng = np.random.default_rng([cfg.seed, class_idx, batch, 2])
         sim = simulate.Sim(n, cfg.cadence_s, n_steps, cfg.accel_noise_mps2, rng)
         states = gen(sim, n_scen, v)
         obs = _round_obs(measure(states, rng, cfg.noise), t)
@@ -285,10 +324,11 @@ def simulate_class(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
             if label != motion:
                 dropped["ambiguous" if label is None else label] += 1
                 continue
+            context, labels = balancer.choose(contexts[i], balance_rng)
             kept.append({
                 "scenario_seed": class_idx * 10_000_000 + scen_offset + i // v,
-                "labels": rules.intents(contexts[i], motion),
-                "context": contexts[i],
+                "labels": labels,
+                "context": context,
                 "observation": {k: obs[k][i].tolist() if k != "t_s" else obs[k].tolist() for k in OBS_DECIMALS},
                 "features": f,
             })

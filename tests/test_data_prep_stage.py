@@ -240,3 +240,26 @@ def test_wide_keys_need_the_wide_simulator(tmp_path):
         STAGE.run(tiny_cfg(tmp_path, "cadence_range_s=[10, 120]"))
     with pytest.raises(ConfigError, match="sampling"):
         load_config(DataPrepConfig, TINY, ["sampling=[sparse]"])
+
+
+def test_balanced_contexts_cover_the_rule_tables_evenly(tmp_path):
+    """``context_sampling: balanced`` flattens operation and task (the rules still decide every label); the
+    uniform path draws exactly what it drew before (its own random stream is untouched)."""
+    from collections import Counter
+
+    from data_prep import rules
+
+    runs = {}
+    for mode in ("uniform", "balanced"):
+        cfg = load_config(DataPrepConfig, TINY, [f"out_dir={tmp_path / mode}", "n_samples=800",
+                                                 f"context_sampling={mode}"])
+        run_stage(STAGE, cfg)
+        runs[mode] = [r for s in ("train", "dev", "test") for r in load_jsonl(tmp_path / mode / f"{s}.jsonl")]
+    for r in runs["balanced"]:
+        assert r["labels"] == rules.intents(r["context"], r["labels"]["motion"])
+    ops = {m: Counter(r["labels"]["operation"] for r in rs) for m, rs in runs.items()}
+    tasks = {m: Counter(r["labels"]["task"] for r in rs) for m, rs in runs.items()}
+    assert ops["balanced"]["none"] < ops["uniform"]["none"]
+    assert min(tasks["balanced"].values()) > min(tasks["uniform"].values())
+    # the observations (physics) are the same; only contexts differ
+    assert [r["features"] for r in runs["balanced"]] == [r["features"] for r in runs["uniform"]]
