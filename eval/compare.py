@@ -22,32 +22,29 @@ from pipeline.core.taxonomy import LEVELS
 
 
 @dataclasses.dataclass(frozen=True)
-class ReportEntry:
-    """One evaluation report to compare."""
-
-    # column name in the comparison, e.g. demo | paper | run-2
-    name: str
-    # path of an evaluate stage's report.json
-    path: Path
-
-
-@dataclasses.dataclass(frozen=True)
 class CompareConfig:
     """Config of the ``compare`` stage."""
 
     # where compare.{json,md,html} (and manifest.json) go
     out_dir: Path
-    # reports to put side by side (name + path of report.json)
-    reports: tuple[ReportEntry, ...]
+    # reports to put side by side, in order: name (e.g. in_distribution, generalisation, run-2) -> an evaluate
+    # stage's output folder or its report.json (a profile wires them as inputs: {reports.<name>: <step>})
+    reports: dict[str, Path]
+
+
+def report_file(path: Path) -> Path:
+    """``report.json`` itself, or the one inside an evaluate output folder."""
+    path = Path(path)
+    return path / "report.json" if path.is_dir() or path.suffix != ".json" else path
 
 
 HEADER = ["report", "model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{lvl} acc" for lvl in LEVELS],
           "invalid", "pert. mean", "pert. std", "worst-case", "consistency", "motion ECE"]
 
 
-def load_report(entry: ReportEntry) -> dict[str, Any]:
+def load_report(path: Path) -> dict[str, Any]:
     """A report.json, checked for the fields the comparison reads."""
-    path = Path(entry.path)
+    path = report_file(path)
     report = read_json_object(path)
     if not isinstance(report.get("groups"), list):
         raise DataError(path, None, "groups", "not an evaluate report (no groups list)")
@@ -84,25 +81,22 @@ def table_rows(lines: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def ratio_rows(reports: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Robustness std ratios of every report."""
+    """Robustness std ratios of every report (with the reason where one is missing)."""
     return [[name, r["model_tag"], r["baseline"], r["variant"], r["mode"], _fmt(r["std"]), _fmt(r["baseline_std"]),
-             _fmt(r["ratio"])] for name, rep in reports.items() for r in rep.get("std_ratios", [])]
+             _fmt(r["ratio"]), r.get("reason") or ""] for name, rep in reports.items() for r in rep.get("std_ratios", [])]
 
 
-RATIO_HEADER = ["report", "model", "baseline", "variant", "mode", "std", "baseline std", "ratio"]
+RATIO_HEADER = ["report", "model", "baseline", "variant", "mode", "std", "baseline std", "ratio", "why no ratio"]
 
 
 def run_compare(cfg: CompareConfig) -> StageResult:
     """Load every report and write the side-by-side comparison."""
     if not cfg.reports:
         raise ValueError("compare needs at least one report")
-    names = [r.name for r in cfg.reports]
-    if len(set(names)) != len(names):
-        raise ValueError(f"report names must be distinct; got {names}")
-    reports = {r.name: load_report(r) for r in cfg.reports}
+    reports = {name: load_report(path) for name, path in cfg.reports.items()}
     lines = comparison_lines(reports)
     out_dir = Path(cfg.out_dir)
-    data = {"reports": {r.name: str(r.path) for r in cfg.reports}, "lines": lines,
+    data = {"reports": {name: str(report_file(path)) for name, path in cfg.reports.items()}, "lines": lines,
             "std_ratios": {name: rep.get("std_ratios", []) for name, rep in reports.items()},
             "manifests": {name: rep.get("manifest", {}) for name, rep in reports.items()}}
     md = "\n".join(["# Comparison of evaluation reports", "", md_table(HEADER, table_rows(lines)), "",
@@ -110,8 +104,8 @@ def run_compare(cfg: CompareConfig) -> StageResult:
     page = "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
                       "<title>Comparison of evaluation reports</title>", f"<style>{CSS}</style>", "</head>", "<body>",
                       "<h1>Comparison of evaluation reports</h1>",
-                      "<p>" + ", ".join(f"<b>{html.escape(r.name)}</b>: <code>{html.escape(str(r.path))}</code>"
-                                        for r in cfg.reports) + "</p>",
+                      "<p>" + ", ".join(f"<b>{html.escape(name)}</b>: <code>{html.escape(str(report_file(path)))}</code>"
+                                        for name, path in cfg.reports.items()) + "</p>",
                       html_table(HEADER, table_rows(lines)), "<h2>Robustness std ratio</h2>",
                       html_table(RATIO_HEADER, ratio_rows(reports)), "</body>", "</html>"]) + "\n"
     outputs = [write_json(out_dir / "compare.json", data), write_text(out_dir / "compare.md", md),
@@ -122,7 +116,7 @@ def run_compare(cfg: CompareConfig) -> StageResult:
 STAGE = Stage(
     name="compare",
     config_cls=CompareConfig,
-    inputs=lambda cfg: [Path(r.path) for r in cfg.reports],
+    inputs=lambda cfg: [report_file(path) for path in cfg.reports.values()],
     run=run_compare,
     default_config="eval/configs/compare_demo.yaml",
     help="side-by-side comparison of evaluate reports",

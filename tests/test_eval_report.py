@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from eval.compare import STAGE as COMPARE
-from eval.compare import CompareConfig, ReportEntry
+from eval.compare import CompareConfig
 from eval.report import build_report, render_html, render_markdown, write_reports
 from eval.robustness import robustness_aggregates, robustness_table, std_ratios
 from pipeline.core.stage import run_stage
@@ -162,8 +162,7 @@ def test_report_html_is_well_formed_with_png_images(report_dir):
 
 
 def test_compare_stage(tmp_path, report_dir):
-    cfg = CompareConfig(out_dir=tmp_path / "cmp", reports=(ReportEntry("a", report_dir / "report.json"),
-                                                             ReportEntry("b", report_dir / "report.json")))
+    cfg = CompareConfig(out_dir=tmp_path / "cmp", reports={"a": report_dir / "report.json", "b": report_dir})
     manifest = run_stage(COMPARE, cfg)
     assert manifest["stats"] == {"reports": 2, "lines": 4}
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
@@ -180,7 +179,7 @@ def test_compare_rejects_non_report(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text("{}")
     with pytest.raises(DataError, match="groups"):
-        run_stage(COMPARE, CompareConfig(out_dir=tmp_path / "o", reports=(ReportEntry("x", bad),)))
+        run_stage(COMPARE, CompareConfig(out_dir=tmp_path / "o", reports={"x": bad}))
 
 
 @pytest.mark.slow
