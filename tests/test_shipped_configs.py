@@ -67,6 +67,9 @@ def test_profile_steps_load_with_inputs_wired_to_upstream_outputs(name):
     for step, cfg in step_configs(profile):
         assert Path(cfg.out_dir) == root / step.name
         for key, ref in step.inputs.items():
-            value = Path(getattr(cfg, key))
+            value = cfg
+            for part in key.split("."):  # dotted keys reach into sections and mappings (reports.<name>)
+                value = value[part] if isinstance(value, dict) else getattr(value, part)
+            value = Path(value)
             assert value == root / ref and (root / ref.split("/")[0]) in outputs, (step.name, key)
         outputs.add(Path(cfg.out_dir))
