@@ -369,7 +369,8 @@ def plot_learning_curves(report: dict[str, Any]) -> str | None:
         for lvl in LEVELS:
             ax.plot(steps, [p.get(f"dev_acc_{lvl}") for p in pts], marker=".", lw=1, alpha=0.7, label=lvl)
         if curve.get("evaluated_step") is not None:
-            ax.axvline(curve["evaluated_step"], color="grey", ls="--", lw=1, label="evaluated checkpoint")
+            ax.axvline(curve["evaluated_step"], color="grey", ls="--", lw=1,
+                       label=curve.get("mark_label", "evaluated checkpoint"))
         ax.set_title(f"{tag}: dev accuracy ({pts[-1].get('dev_rows', '?')} rows, {pts[-1].get('dev_mode', '?')})")
         ax.set_xlabel("training step")
         ax.set_ylabel("accuracy")

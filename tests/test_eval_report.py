@@ -6,6 +6,7 @@ import base64
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from html.parser import HTMLParser
 
 import pytest
@@ -15,6 +16,8 @@ from eval.compare import CompareConfig
 from eval.report import build_report, render_html, render_markdown, write_reports
 from eval.robustness import robustness_aggregates, robustness_table, std_ratios
 from pipeline.core.stage import run_stage
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GOLD = {"motion": "flyby", "operation": "photographing", "task": "observation"}
 WRONG = {"motion": "hovering", "operation": "photographing", "task": "observation"}
@@ -198,3 +201,22 @@ def test_render_html_empty_report_is_valid():
     checker = _Checker()
     checker.feed(render_html(build_report([], {"split": "test"})))
     assert not checker.errors and checker.stack == []
+
+
+def test_learning_curve_script_writes_png_and_points(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_learning_curve", ROOT / "scripts/plot_learning_curve.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    train = tmp_path / "train"
+    train.mkdir()
+    rows = [{"kind": "eval", "step": s, "dev_acc": s / 100, "dev_acc_motion": s / 90, "dev_rows": 240,
+             "dev_mode": "score", "dev_loss": 1 / s} for s in (50, 25)] + [{"kind": "train", "step": 25, "loss": 1.0}]
+    (train / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert script.main([str(train), "--mark", "25", "--out", str(tmp_path / "out/curve")]) == 0
+    assert (tmp_path / "out/curve.png").read_bytes().startswith(b"\x89PNG")
+    data = json.loads((tmp_path / "out/curve.json").read_text())
+    assert [p["step"] for p in data["points"]] == [25, 50] and data["marked_step"] == 25
+    (train / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 1.0}) + "\n")
+    assert script.main([str(train), "--out", str(tmp_path / "none")]) == 2
