@@ -261,7 +261,7 @@ def test_evaluate_killed_resumes_from_its_cache_and_compare_refuses_a_torn_repor
     cfg = eval_cfg(reference["data"], reference["prompts"], reference["train"], out)
     run_killed(EVALUATE, cfg, "evaluate.chunk#1")  # 2 of 4 rows answered and cached
     compare = load_config(CompareConfig, None, [f"out_dir={tmp_path / 'cmp'}",
-                                                f"reports=[{{name: a, path: {out / 'report.json'}}}]"])
+                                                f"reports={{a: {out / 'report.json'}}}"])
     with pytest.raises(DataError):
         run_stage(COMPARE, compare)
     answered: list[str] = []
