@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_dry_run_prints_the_wired_stage_commands(capsys):
     assert main(["run", "demo", "--dry-run", "--run-root", "/tmp/r", "train.optim.max_steps=3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [ln.split()[3] for ln in lines] == ["data_prep", "prompts", "train", "evaluate"]
+    assert [ln.split()[3] for ln in lines] == ["data_prep", "prompts", "train", "evaluate", "data_prep", "prompts",
+                                               "evaluate", "compare"]
     assert lines[2].endswith("out_dir=/tmp/r/train prompts_dir=/tmp/r/prompts optim.max_steps=3")
     assert "data_dir=/tmp/r/data_prep prompts_dir=/tmp/r/prompts train_dir=/tmp/r/train" in lines[3]
+    assert "reports.generalisation=/tmp/r/evaluate_general reports.in_distribution=/tmp/r/evaluate" in lines[7]
 
 
 @pytest.mark.parametrize(("steps", "match"), [
