@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pipeline.methods.ptuning_v2 import PrefixConfig, PrefixEncoder, StaticPrefix
+from pipeline.methods.ptuning_v2 import PrefixConfig, PrefixEncoder, StaticPrefix, init_prefix_from_text, repeat_to_length
 from pipeline.models.lm import (
     SYSTEM_PROMPT,
     PrefixLM,
@@ -254,3 +254,25 @@ def test_supervised_logits_only_gives_the_same_loss_and_grads(bases, name):
         a = lm(ids, mask, labels=labels, num_items_in_batch=7).loss
         b = lm(ids, mask, labels=labels, num_items_in_batch=7, supervised_logits_only=False).loss
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_text_init_prefix_is_the_model_having_read_the_text(bases, name):
+    """init=text: prefix(text) + prompt gives the base model's logits for text + prompt (same positions)."""
+    text_ids, prompt_ids = [5, 9, 14, 3, 7], [11, 4, 8]
+    cfg = PrefixConfig(pre_seq_len=len(text_ids), init="text", init_text="rules")
+    lm = PrefixLM(copy.deepcopy(bases[name]), prefix_config=cfg)
+    init_prefix_from_text(lm.prefix, lm.model, text_ids)
+    with torch.no_grad():
+        tuned = lm(torch.tensor([prompt_ids])).logits[0]
+        whole = bases[name](input_ids=torch.tensor([text_ids + prompt_ids])).logits[0, len(text_ids):]
+    torch.testing.assert_close(tuned, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_text_init_cycles_tokens_and_checks_its_settings():
+    assert repeat_to_length([1, 2, 3], 7) == [1, 2, 3, 1, 2, 3, 1]
+    assert repeat_to_length([1, 2, 3], 2) == [1, 2]
+    with pytest.raises(ValueError, match="init_text"):
+        PrefixConfig(pre_seq_len=4, init="text")
+    with pytest.raises(ValueError, match="prefix_projection"):
+        PrefixConfig(pre_seq_len=4, init="text", init_text="x", prefix_projection=True)

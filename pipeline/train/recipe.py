@@ -29,8 +29,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.core.config import ConfigError
 from pipeline.core.io import fault_point, load_jsonl, write_json, write_jsonl
 from pipeline.core.stage import StageResult
+from pipeline.methods.ptuning_v2 import init_prefix_from_text
 from pipeline.models.data import BatchSampler, Example, collate, encode_rows
 from pipeline.models.engines import build_engine
 from pipeline.models.lm import load_model
@@ -65,6 +67,19 @@ def load_examples(cfg: TrainConfig, tokenizer: Any) -> tuple[list[Example], list
     return encode_rows(tokenizer, train_rows, **enc), train_rows, encode_rows(tokenizer, dev_rows, **enc), dev_rows
 
 
+def init_prefix(lm: Any, tokenizer: Any, cfg: TrainConfig) -> None:
+    """Apply a text init (``method.ptuning_v2.init: text``) to the fresh prefix; a resume overwrites it later."""
+    settings = cfg.method.settings
+    if getattr(settings, "init", "random") != "text":
+        return
+    ids = tokenizer(settings.init_text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ConfigError(f"method.{cfg.method.name}.init_text encodes to no tokens",
+                          key=f"method.{cfg.method.name}.init_text")
+    init_prefix_from_text(lm.prefix, lm.model, ids)
+    log.info("prefix initialised from %d text tokens (cycled to %d)", len(ids), settings.pre_seq_len)
+
+
 class TrainRecipe:
     """One training run: ``setup()``, ``train()`` (which calls ``evaluate()`` and ``save()``), ``cleanup()``."""
 
@@ -89,6 +104,7 @@ class TrainRecipe:
         seed_everything(cfg.seed)  # the fresh prefix init is seeded too
         lm, self.tokenizer = load_model(cfg.model.spec, prefix_config=cfg.method.settings, dtype=self.dtype,
                                         device=self.device)
+        init_prefix(lm, self.tokenizer, cfg)
         if cfg.model.gradient_checkpointing:
             lm.gradient_checkpointing_enable()
         self.pad_id = pad_token_id(self.tokenizer)

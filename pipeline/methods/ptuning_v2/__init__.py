@@ -21,6 +21,9 @@ from pipeline.methods.ptuning_v2.prefix import (
     check_facts,
     count_prefix_parameters,
     expand_key_values,
+    init_prefix_from_text,
+    repeat_to_length,
+    text_key_values,
     export_static_prefix,
     load_prefix,
     read_prefix_config,
@@ -31,6 +34,6 @@ from pipeline.methods.ptuning_v2.prefix import (
 __all__ = [
     "FORMAT_VERSION", "PREFIX_CONFIG", "PREFIX_STATIC", "PREFIX_WEIGHTS", "STATIC_KEY", "KeyValues", "PrefixConfig",
     "PrefixEncoder", "StaticPrefix", "build_prefix_encoder", "check_facts", "count_prefix_parameters",
-    "expand_key_values", "export_static_prefix", "load_prefix", "read_prefix_config", "save_prefix",
-    "split_key_values",
+    "expand_key_values", "export_static_prefix", "init_prefix_from_text", "load_prefix", "read_prefix_config",
+    "repeat_to_length", "save_prefix", "split_key_values", "text_key_values",
 ]

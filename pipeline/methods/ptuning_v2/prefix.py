@@ -29,7 +29,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -67,6 +67,12 @@ class PrefixConfig:
     # True: real tokens take positions pre_seq_len, pre_seq_len+1, ... (PEFT PrefixTuning and HF's default for a
     # filled cache); False: positions start at 0 as in ChatGLM2's own ptuning code
     positions_after_prefix: bool = True
+    # how the prefix starts: random (N(0, 1), or N(0, init_std)) | text (the frozen base model's own key/values for
+    # init_text, its tokens repeated or cut to pre_seq_len: training starts from "the model has just read this
+    # text" instead of noise; needs prefix_projection false)
+    init: Literal["random", "text"] = "random"
+    # the text read for init=text (e.g. the task description and its decision rules); ignored for init=random
+    init_text: str = ""
 
     def __post_init__(self) -> None:
         if self.pre_seq_len < 0:
@@ -75,6 +81,12 @@ class PrefixConfig:
             raise ValueError(f"prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
         if self.prefix_hidden_size is not None and self.prefix_hidden_size <= 0:
             raise ValueError(f"prefix_hidden_size must be positive, got {self.prefix_hidden_size}")
+        if self.init not in ("random", "text"):
+            raise ValueError(f"init must be random or text, got {self.init!r}")
+        if self.init == "text" and not self.init_text.strip():
+            raise ValueError("init=text needs a non-empty init_text")
+        if self.init == "text" and self.prefix_projection:
+            raise ValueError("init=text sets the key/values directly: it needs prefix_projection false")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view."""
@@ -186,6 +198,50 @@ def build_prefix_encoder(config: PrefixConfig, facts: ArchFacts, seed: int | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return PrefixEncoder(config, facts)
+
+
+def repeat_to_length(ids: list[int], length: int) -> list[int]:
+    """``ids`` cycled (or cut) to exactly ``length`` items: PEFT's rule for a text init of virtual tokens."""
+    if not ids:
+        raise ValueError("cannot repeat an empty token list")
+    return (ids * (length // len(ids) + 1))[:length]
+
+
+def cache_layer_key_values(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(key, value)`` of one layer of an HF cache (``DynamicCache`` or the legacy tuple form)."""
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].keys, cache.layers[layer].values
+    return cache[layer][0], cache[layer][1]
+
+
+@torch.no_grad()
+def text_key_values(model: nn.Module, token_ids: list[int], facts: ArchFacts) -> torch.Tensor:
+    """The base model's key/values for ``token_ids`` read from position 0, as flat prefix rows.
+
+    Args:
+        model: the frozen HF causal LM (any dtype / device).
+        token_ids: ``P`` token ids (already repeated/cut to ``pre_seq_len``).
+    Returns:
+        ``(P, L*2*kv_heads*head_dim)`` float32 on the model's device, in :func:`split_key_values`' layout,
+        so ``split_key_values(text_key_values(...))`` gives back exactly the cache the model built.
+    """
+    device = next(model.parameters()).device
+    ids = torch.tensor([token_ids], dtype=torch.long, device=device)
+    with eval_mode(model):
+        cache = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+    pairs = [cache_layer_key_values(cache, i) for i in range(facts.num_layers)]
+    # L pairs of (1, H, P, D) -> (L, 2, H, P, D) -> (P, L, 2, H, D) -> (P, row_dim)
+    kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in pairs])
+    return kv.permute(3, 0, 1, 2, 4).reshape(len(token_ids), facts.row_dim).float()
+
+
+@torch.no_grad()
+def init_prefix_from_text(encoder: PrefixEncoder, model: nn.Module, token_ids: list[int]) -> None:
+    """Set a no-projection encoder's rows to the base model's key/values of ``token_ids`` (cycled to ``P``)."""
+    if encoder.trans is not None:
+        raise ValueError("a text init needs prefix_projection false")
+    ids = repeat_to_length(list(token_ids), encoder.config.pre_seq_len)
+    encoder.embedding.weight.copy_(text_key_values(model, ids, encoder.facts).to(encoder.embedding.weight.device))
 
 
 def _config_payload(config: PrefixConfig, facts: ArchFacts, kind: str, extra: dict[str, Any] | None) -> dict[str, Any]:
