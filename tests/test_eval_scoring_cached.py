@@ -9,7 +9,7 @@ from pipeline.models.lm import load_model
 from pipeline.models.scoring import score_rows, score_rows_per_level
 
 
-@pytest.mark.parametrize("spec", ["tiny:llama", "tiny:glm"])
+@pytest.mark.parametrize("spec", ["tiny:llama", "tiny:glm", "tiny:glm4", "tiny:qwen2", "tiny:gpt2"])
 def test_cached_label_scoring_matches_per_level_reference(spec):
     torch.manual_seed(0)
     lm, tok = load_model(spec, prefix_config=PrefixConfig(pre_seq_len=4))

@@ -22,9 +22,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from pipeline.core.answer import format_answer, parse_answer
 from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
@@ -101,28 +104,75 @@ def score_group(lm: Any, tokenizer: Any, prompts: Sequence[str], candidates: Seq
     return scores
 
 
+def candidate_block(shared: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]], start: torch.Tensor,
+                    pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[list[int]]]]:
+    """Lay out each row's shared answer-line tokens and all its ``k`` candidate suffixes as one sequence.
+
+    Row ``r`` becomes ``shared[r]`` followed by its ``k`` candidate suffixes back to back (a "tree": every
+    candidate branches off the shared tokens), right-padded to the longest row. Each candidate token sees the
+    cached context, the row's shared tokens and its own earlier tokens only, at the positions it would have if
+    it followed the shared tokens alone, so one ``(b, Q)`` forward gives every candidate's log-probs with no
+    copy of the cache per candidate.
+
+    Args:
+        shared: ``b`` lists of shared token ids; suffixes: ``b`` x ``k`` candidate suffixes (>= 1 token each);
+        start: ``(b,)`` position of each row's first shared token.
+    Returns:
+        ids ``(b, Q)``, positions ``(b, Q)``, visibility ``(b, Q, Q)`` (True = query may attend to key), and per
+        row / candidate the column whose logits predict each of the candidate's tokens.
+    """
+    import torch
+
+    b = len(shared)
+    q = max(len(shared[r]) + sum(len(x) for x in suffixes[r]) for r in range(b))
+    ids = torch.full((b, q), pad_id, dtype=torch.long)
+    pos = torch.zeros((b, q), dtype=torch.long)
+    vis = torch.zeros((b, q, q), dtype=torch.bool)
+    vis[:, torch.arange(q), torch.arange(q)] = True  # padding queries see themselves (no empty softmax rows)
+    reads: list[list[list[int]]] = []
+    for r in range(b):
+        s = len(shared[r])
+        ids[r, :s] = torch.tensor(shared[r], dtype=torch.long)
+        pos[r, :s] = start[r] + torch.arange(s)
+        vis[r, :s, :s] = torch.ones(s, s, dtype=torch.bool).tril()
+        row_reads, o = [], s
+        for suf in suffixes[r]:
+            n = len(suf)
+            ids[r, o:o + n] = torch.tensor(suf, dtype=torch.long)
+            pos[r, o:o + n] = start[r] + s + torch.arange(n)
+            vis[r, o:o + n, :s] = True
+            vis[r, o:o + n, o:o + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            row_reads.append([s - 1] + [o + i for i in range(n - 1)])  # column predicting token i of the suffix
+            o += n
+        reads.append(row_reads)
+    return ids, pos, vis, reads
+
+
 def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], lang: str,
                         pad_id: int) -> list[tuple[dict[str, str], dict[str, dict[str, float]]]]:
     """Label-score one batch of same-language prompts, running each prompt through the model **once**.
 
-    The prompt batch ``(b, T)`` (with the prefix) fills a cache; for each level a copy of it is
-    extended with the row's shared answer-line prefix (``Answer: motion=`` then
-    ``Answer: motion=<argmax>; operation=`` ...; right-padded, masked), and the ``k`` candidate
-    suffixes run as one ``(b·k, Tc)`` batch on top. Same log-probs as :func:`score_group` up to a
-    per-row constant (tested), at about a third of the prompt cost.
+    The prompt batch ``(b, T)`` (with the prefix) fills a cache once. For each level, the row's shared
+    answer-line prefix (``Answer: motion=`` then ``Answer: motion=<argmax>; operation=`` ...) and all ``k``
+    candidate suffixes run as one ``(b, S + k*Lmax)`` sequence on top of that cache, read-only, with a 4-D
+    attention mask that keeps the candidates apart (:func:`candidate_block`). Same log-probs as
+    :func:`score_group` up to a per-row constant (tested on every tiny architecture); the cache is never
+    copied or repeated per candidate.
     """
-    import copy
-
     import torch
+
+    from pipeline.models.lm import PrefixCache
 
     device = lm.device
     b = len(prompt_ids)
     ids, mask = pad_left(prompt_ids, pad_id, device)
-    cache0 = lm.new_cache(b, read_only=False)
+    grown = lm.new_cache(b, read_only=False)
     positions = positions_from_mask(mask, lm.position_offset)
-    prompt_mask = lm.extend_mask(mask)
-    lm.call_base(ids, prompt_mask, positions, cache0, use_cache=True, logits_to_keep=1)
-    next_pos = positions[:, -1] + 1  # (b,)
+    prompt_mask = lm.extend_mask(mask)  # (b, C): C = prefix + prompt columns
+    lm.call_base(ids, prompt_mask, positions, grown, use_cache=True, logits_to_keep=1)
+    context = PrefixCache([(layer.keys, layer.values) for layer in grown.layers], read_only=True)
+    next_pos = (positions[:, -1] + 1).cpu()  # (b,)
+    blocked = torch.finfo(lm.dtype).min
     parsed: list[dict[str, str]] = [{} for _ in range(b)]
     probs: list[dict[str, dict[str, float]]] = [{} for _ in range(b)]
     for level in LEVELS:
@@ -131,28 +181,28 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
         cand_ids = [[tokenizer(answer_candidate(parsed[r], level, lab, lang), add_special_tokens=False)["input_ids"]
                      for lab in labels] for r in range(b)]
         commons = [shared_token_prefix(c) for c in cand_ids]
-        if min(commons) < 1:  # no shared prefix to feed: fall back to the prompt-per-level path
+        if min(commons) < 1:
             raise ValueError("candidates share no token prefix")
-        shared, smask = pad_right([c[0][:n] for c, n in zip(cand_ids, commons)], pad_id, device)  # (b, S)
-        cache = copy.deepcopy(cache0)
-        spos = next_pos.unsqueeze(1) + (smask.cumsum(1) - 1).clamp(min=0)
-        ctx_mask = torch.cat([prompt_mask, smask], dim=1)
-        out = lm.call_base(shared, ctx_mask, spos, cache, use_cache=True)
-        last = smask.sum(1) - 1  # (b,) index of each row's last shared token
-        first = torch.log_softmax(out.logits[torch.arange(b, device=device), last].float(), dim=-1)  # (b, V)
-        suffixes = [cid[n:] for c, n in zip(cand_ids, commons) for cid in c]  # b*k lists
-        cand, cmask = pad_right(suffixes, pad_id, device)  # (b*k, Tc)
-        total = first.repeat_interleave(k, 0).gather(1, cand[:, :1]).squeeze(1)  # (b*k,)
-        if cand.shape[1] > 1:
-            cache.batch_repeat_interleave(k)
-            rows_mask = torch.cat([ctx_mask.repeat_interleave(k, 0), cmask], dim=1)
-            start = (next_pos + smask.sum(1)).repeat_interleave(k, 0).unsqueeze(1)
-            cpos = start + torch.arange(cand.shape[1], device=device).unsqueeze(0)
-            out = lm.call_base(cand, rows_mask, cpos, cache, use_cache=True)
-            logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-            tok_lp = logp.gather(-1, cand[:, 1:].unsqueeze(-1)).squeeze(-1) * cmask[:, 1:]
-            total = total + tok_lp.sum(-1)
-        p = softmax(total.view(b, k).double().cpu().numpy(), axis=1)
+        shared = [c[0][:n] for c, n in zip(cand_ids, commons)]
+        suffixes = [[cid[n:] for cid in c] for c, n in zip(cand_ids, commons)]
+        qids, qpos, vis, reads = candidate_block(shared, suffixes, next_pos, pad_id)
+        q = qids.shape[1]
+        visible = torch.cat([prompt_mask.bool().cpu()[:, None, :].expand(b, q, -1), vis], dim=2)  # (b, Q, C+Q)
+        mask4 = torch.zeros(visible.shape, dtype=lm.dtype).masked_fill_(~visible, blocked)[:, None].to(device)
+        # only the columns that predict a candidate token reach the vocabulary projection: (N, V), row-major
+        keep = torch.zeros((b, q), dtype=torch.bool)
+        for r in range(b):
+            keep[r, sorted({c for cols in reads[r] for c in cols})] = True
+        row_of = torch.full((b, q), -1, dtype=torch.long)
+        row_of[keep] = torch.arange(int(keep.sum()))
+        logits = lm.call_base(qids.to(device), mask4, qpos.to(device), context, use_cache=True,
+                              logits_to_keep=keep.to(device)).logits
+        logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=-1).cpu()  # (N, V)
+        total = torch.zeros(b, k, dtype=torch.float64)
+        for r in range(b):
+            for j, suf in enumerate(suffixes[r]):
+                total[r, j] = logp[row_of[r, reads[r][j]], torch.tensor(suf)].sum().double()
+        p = softmax(total.numpy(), axis=1)
         for r in range(b):
             probs[r][level] = {lab: float(p[r, j]) for j, lab in enumerate(labels)}
             parsed[r][level] = labels[int(np.argmax(p[r]))]
@@ -261,5 +311,5 @@ def benchmark_throughput(lm: Any, tokenizer: Any, prompts: Sequence[str], langs:
     return out
 
 
-__all__ = ["answer_candidate", "softmax", "answer_rows", "benchmark_throughput", "format_scored", "generate_rows", "score_group",
+__all__ = ["answer_candidate", "candidate_block", "softmax", "answer_rows", "benchmark_throughput", "format_scored", "generate_rows", "score_group",
            "score_rows", "score_rows_per_level", "shared_token_prefix"]
