@@ -25,8 +25,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from eval.compare import load_report, report_file
-from eval.report import _ci, _fmt, md_table
+from eval.report import _ci, _fmt, load_report, md_table, report_file
 from eval.robustness import std_ratio_reason
 from pipeline.core.io import DataError, read_json_object, write_json, write_text
 from pipeline.core.stage import MANIFEST, Stage, StageResult, expand_files
@@ -174,7 +173,7 @@ def add_std_ratios(lines: list[dict[str, Any]], groups: dict[str, dict[str, Any]
 
 
 HEADER = ["system", "method", "n", "joint acc [95% CI]", *[f"{lvl} acc [95% CI]" for lvl in LEVELS], "pert. std",
-          f"std ratio vs base", "trainable params", "ckpt bytes", "steps", "train tok/s", "train s", "peak RSS MiB",
+          "std ratio vs base", "trainable params", "ckpt bytes", "steps", "train tok/s", "train s", "peak RSS MiB",
           "CUDA peak MiB", "eval ex/s"]
 
 
