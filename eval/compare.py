@@ -15,8 +15,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from eval.report import CSS, _ci, _fmt, html_table, md_table
-from pipeline.core.io import DataError, read_json_object, write_json, write_text
+from eval.report import CSS, _ci, _fmt, html_table, load_report, md_table, report_file
+from pipeline.core.io import write_json, write_text
 from pipeline.core.stage import Stage, StageResult
 from pipeline.core.taxonomy import LEVELS
 
@@ -32,27 +32,8 @@ class CompareConfig:
     reports: dict[str, Path]
 
 
-def report_file(path: Path) -> Path:
-    """``report.json`` itself, or the one inside an evaluate output folder."""
-    path = Path(path)
-    return path / "report.json" if path.is_dir() or path.suffix != ".json" else path
-
-
 HEADER = ["report", "model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{lvl} acc" for lvl in LEVELS],
           "invalid", "pert. mean", "pert. std", "worst-case", "consistency", "motion ECE"]
-
-
-def load_report(path: Path) -> dict[str, Any]:
-    """A report.json, checked for the fields the comparison reads."""
-    path = report_file(path)
-    report = read_json_object(path)
-    if not isinstance(report.get("groups"), list):
-        raise DataError(path, None, "groups", "not an evaluate report (no groups list)")
-    for i, g in enumerate(report["groups"]):
-        for field in ("model_tag", "variant", "mode", "clean", "aggregates"):
-            if field not in g:
-                raise DataError(path, None, f"groups[{i}].{field}", "missing")
-    return report
 
 
 def comparison_lines(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from eval.robustness import (
     split_groups,
     std_ratios,
 )
-from pipeline.core.io import write_json, write_text
+from pipeline.core.io import DataError, read_json_object, write_json, write_text
 from pipeline.core.taxonomy import LABELS, LEVELS
 
 log = logging.getLogger(__name__)
@@ -472,6 +472,26 @@ def write_reports(out_dir: Path, report: dict[str, Any]) -> list[Path]:
     return paths
 
 
-__all__ = ["build_report", "clean_summary", "comparisons", "failing_examples", "html_table", "md_table",
+# ------------------------------------------------------------------------------------ reading back
+def report_file(path: Path) -> Path:
+    """``report.json`` itself, or the one inside an evaluate output folder."""
+    path = Path(path)
+    return path / "report.json" if path.is_dir() or path.suffix != ".json" else path
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report.json (or the evaluate folder holding it), checked for the group fields readers use (DataError)."""
+    path = report_file(path)
+    report = read_json_object(path)
+    if not isinstance(report.get("groups"), list):
+        raise DataError(path, None, "groups", "not an evaluate report (no groups list)")
+    for i, g in enumerate(report["groups"]):
+        for field in ("model_tag", "variant", "mode", "clean", "aggregates"):
+            if field not in g:
+                raise DataError(path, None, f"groups[{i}].{field}", "missing")
+    return report
+
+
+__all__ = ["build_report", "load_report", "report_file", "clean_summary", "comparisons", "failing_examples", "html_table", "md_table",
            "paired_comparison", "render_html", "render_markdown", "write_reports"]
 

@@ -1,4 +1,4 @@
-"""Stage ``evaluate``: accuracy of base vs P-Tuning v2 models, plain vs CoT, clean and perturbed.
+"""Stage ``evaluate``: accuracy of base vs tuned models (and PET-style cloze), plain vs CoT, clean and perturbed.
 
 ``python -m pipeline evaluate --config eval/configs/demo.yaml``
 
@@ -6,7 +6,9 @@ For every model (``models``: tag, spec, checkpoint under ``train_dir``), variant
 output) and mode (``score``: label scoring, ``generate``: greedy generation + parsing) the stage
 answers the clean split and, on a deterministic subset (``perturbed_fraction`` of it, chosen by a
 hash of the sample id), every configured perturbation x severity x seed (re-rendered from the
-record, see :mod:`eval.perturb`). Outputs under ``out_dir``: ``predictions.jsonl`` (schema in
+record, see :mod:`eval.perturb`). With a ``pet`` section the base model also answers as PET-style cloze
+systems (``pet-0shot``, ``pet-<k>shot``: a manual pattern + verbalizer, k labelled examples of ``pet.pool_split``
+in context; :mod:`pipeline.methods.pet`), label-scored on the same examples. Outputs under ``out_dir``: ``predictions.jsonl`` (schema in
 docs/CONTRACT.md), ``report.json``, ``report.md``, ``report.html``.
 
 Resumable: every model answer is appended to ``out_dir/.partial/rows.jsonl`` as it is produced,
@@ -70,6 +72,20 @@ class PerturbationEntry:
     severities: tuple[int, ...] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class PetSection:
+    """PET-style cloze systems: a frozen model answering a manual cloze pattern, scored through its verbalizer."""
+
+    # in-context example counts; one system per value, tagged pet-<k>shot (0 = zero-shot)
+    k: tuple[int, ...] = (0, 4)
+    # model spec; null = the spec of the baseline_tag model
+    spec: str | None = None
+    # seed of the in-context example choice (deterministic, balanced over motion classes)
+    seed: int = 0
+    # split of prompts_dir/<variant>/ the in-context examples come from; evaluated sample ids are never chosen
+    pool_split: str = "train"
+
+
 def _all_perturbations() -> tuple[PerturbationEntry, ...]:
     return tuple(PerturbationEntry(name) for name in perturb.SPECS)
 
@@ -124,6 +140,8 @@ class EvalConfig:
     num_threads: int = 0
     # robustness cells with fewer prompts are listed but kept out of std, std ratio and PDR summaries
     min_cell_n: int = 50
+    # PET-style cloze systems evaluated beside the models (score mode only); null = none
+    pet: PetSection | None = None
 
 
 def check_config(cfg: EvalConfig) -> None:
@@ -148,6 +166,26 @@ def check_config(cfg: EvalConfig) -> None:
     needs_train = [m.tag for m in cfg.models if m.checkpoint is not None]
     if needs_train and cfg.train_dir is None:
         raise ValueError(f"models {needs_train} name a checkpoint but train_dir is not set")
+    if cfg.pet is not None:
+        check_pet(cfg, cfg.pet)
+
+
+def pet_tag(k: int) -> str:
+    """Report tag of the PET system with ``k`` in-context examples."""
+    return f"pet-{k}shot"
+
+
+def check_pet(cfg: EvalConfig, pet: PetSection) -> None:
+    """The ``pet`` section: distinct non-negative k, tags free, a spec to use, score mode on."""
+    if not pet.k or min(pet.k) < 0 or len(set(pet.k)) != len(pet.k):
+        raise ValueError(f"pet.k must be distinct integers >= 0; got {list(pet.k)}")
+    clash = sorted({pet_tag(k) for k in pet.k} & {m.tag for m in cfg.models})
+    if clash:
+        raise ValueError(f"pet systems are tagged {clash}, which models already use")
+    if "score" not in cfg.modes:
+        raise ValueError("pet systems are label-scored: modes must include score")
+    if pet.spec is None and cfg.baseline_tag not in {m.tag for m in cfg.models}:
+        raise ValueError(f"pet.spec is null but baseline_tag {cfg.baseline_tag!r} names no model to take it from")
 
 
 def records_path(cfg: EvalConfig) -> Path:
@@ -174,9 +212,17 @@ def metrics_path(cfg: EvalConfig) -> Path | None:
     return Path(cfg.train_dir) / "metrics.jsonl"
 
 
+def pet_pool_path(cfg: EvalConfig, variant: str) -> Path | None:
+    """The prompts file the PET in-context examples of ``variant`` come from (None without k-shot PET)."""
+    if cfg.pet is None or max(cfg.pet.k) == 0:
+        return None
+    return Path(cfg.prompts_dir) / variant / f"{cfg.pet.pool_split}.jsonl"
+
+
 def evaluate_inputs(cfg: EvalConfig) -> list[Path]:
-    """Records, prompt files, checkpoint folders and the train stage's metrics."""
+    """Records, prompt files, PET example pools, checkpoint folders and the train stage's metrics."""
     paths = [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]
+    paths += sorted({p for p in (pet_pool_path(cfg, v) for v in cfg.variants) if p is not None} - set(paths))
     paths += [p for p in (prefix_dir(cfg, m) for m in cfg.models) if p is not None]
     metrics = metrics_path(cfg)
     return paths + ([metrics] if metrics is not None else [])
@@ -282,8 +328,9 @@ def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, A
 CACHE_VERSION = "v2"
 
 
-def model_fingerprint(entry: ModelEntry, prefix: Path | None) -> str:
-    """Short hash of the model spec, a local model's config and the checkpoint files (a retrained prefix is new)."""
+def model_fingerprint(entry: ModelEntry, prefix: Path | None, extra: str = "") -> str:
+    """Short hash of the model spec, a local model's config, the checkpoint files (a retrained prefix is new)
+    and ``extra`` (a PET system's pattern, k and in-context examples)."""
     h = hashlib.sha256(entry.spec.encode())
     local_config = Path(entry.spec).expanduser() / "config.json"
     if local_config.is_file():
@@ -292,7 +339,77 @@ def model_fingerprint(entry: ModelEntry, prefix: Path | None) -> str:
         for f in expand_files([prefix]):
             h.update(str(f.relative_to(prefix)).encode())
             h.update(sha256_file(f).encode())
+    if extra:
+        h.update(extra.encode())
     return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ systems
+@dataclasses.dataclass(frozen=True)
+class System:
+    """One answering system: a configured model, or a PET cloze system (the base model, a pattern, k examples)."""
+
+    entry: ModelEntry
+    # PET in-context examples: variant -> lang -> examples; None = a plain model
+    pet_demos: dict[str, dict[str, list[Any]]] | None = None
+    # number of in-context examples asked for (PET systems only)
+    pet_k: int | None = None
+
+    @property
+    def modes(self) -> tuple[str, ...] | None:
+        """Modes this system answers in (None = every configured mode; PET is label-scored only)."""
+        return ("score",) if self.pet_demos is not None else None
+
+    def pet_facts(self) -> dict[str, Any] | None:
+        """What a PET system's answers depend on besides the model (fingerprint and manifest)."""
+        if self.pet_demos is None:
+            return None
+        from pipeline.methods.pet import PET_VERSION, template_hash
+
+        return {"version": PET_VERSION, "template_sha256": template_hash(), "k": self.pet_k,
+                "examples": {v: {lang: [d.sample_id for d in ds] for lang, ds in by_lang.items()}
+                             for v, by_lang in sorted(self.pet_demos.items())}}
+
+
+def load_pet_pool(cfg: EvalConfig, variant: str) -> list[Any]:
+    """Labelled rows of the PET example pool of ``variant`` (empty without k-shot PET)."""
+    from pipeline.methods.pet import demo_from_row
+
+    path = pet_pool_path(cfg, variant)
+    if path is None:
+        return []
+    if not path.is_file():
+        raise DataError(path, None, "pet.pool_split", f"no {cfg.pet.pool_split} prompts for the PET examples")  # type: ignore[union-attr]
+    return [d for _, row in read_prompt_rows(path) if (d := demo_from_row(row)) is not None]
+
+
+def build_systems(cfg: EvalConfig, examples: dict[str, list[Example]]) -> list[System]:
+    """The configured models, then one PET system per ``pet.k`` (examples chosen per variant and language)."""
+    from pipeline.methods.pet import select_demos_by_lang
+
+    systems = [System(m) for m in cfg.models]
+    if cfg.pet is None:
+        return systems
+    pet = cfg.pet
+    spec = pet.spec or next(m.spec for m in cfg.models if m.tag == cfg.baseline_tag)
+    pools = {v: load_pet_pool(cfg, v) for v in cfg.variants}
+    for k in pet.k:
+        demos = {}
+        for v, exs in examples.items():
+            # never show a scored row as an example (the pool is another split, but a config may point it anywhere)
+            demos[v] = select_demos_by_lang(pools[v], k, pet.seed, {e.lang for e in exs}, {e.sample_id for e in exs})
+            short = {lang: len(ds) for lang, ds in demos[v].items() if len(ds) < k}
+            if short:
+                log.warning("pet %s/%s: only %s in-context examples available", pet_tag(k), v, short)
+        systems.append(System(ModelEntry(pet_tag(k), spec), demos, k))
+    return systems
+
+
+def system_fingerprint(cfg: EvalConfig, system: System) -> str:
+    """:func:`model_fingerprint` of a system (PET systems add their pattern, k and examples)."""
+    facts = system.pet_facts()
+    extra = json.dumps(facts, sort_keys=True) if facts is not None else ""
+    return model_fingerprint(system.entry, prefix_dir(cfg, system.entry), extra)
 
 
 def row_key(fingerprint: str, dtype: str, mode: str, ex: Example, budget: int) -> str:
@@ -389,16 +506,35 @@ def budget_of(cfg: EvalConfig, variant: str) -> int:
     return cfg.max_new_tokens_cot if variant == "cot" else cfg.max_new_tokens
 
 
-def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list[Example]],
+def answer_pet(lm: Any, tokenizer: Any, system: System, variant: str, exs: list[Example],
+               batch_size: int) -> list[dict[str, Any]]:
+    """Label-score PET cloze prompts ``P(x)`` (k filled examples, then x) through the verbalizer candidates."""
+    from pipeline.methods.pet import cloze_candidate, filled_reply, render_cloze_prompt
+    from pipeline.models.scoring import score_rows
+
+    demos = (system.pet_demos or {}).get(variant, {})
+    prompts = [render_cloze_prompt(ex.prompt, ex.lang, [(d.text, d.labels) for d in demos.get(ex.lang, [])])
+               for ex in exs]
+    t0 = time.perf_counter()
+    rows = score_rows(lm, tokenizer, prompts, [ex.lang for ex in exs], batch_size, candidate=cloze_candidate)
+    lat = (time.perf_counter() - t0) / max(len(rows), 1)
+    for r, ex in zip(rows, exs):
+        r["output"] = filled_reply(r["parsed"], ex.lang)
+        r["latency_s"] = lat
+    return rows
+
+
+def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Example]],
                     cache: PartialCache) -> dict[str, Any]:
-    """Answer every not-yet-cached example with one model (loaded only if something is pending)."""
+    """Answer every not-yet-cached example with one system (its model loaded only if something is pending)."""
     from pipeline.models.scoring import answer_rows
 
+    entry = system.entry
     prefix = prefix_dir(cfg, entry)
-    fp = model_fingerprint(entry, prefix)
+    fp = system_fingerprint(cfg, system)
     pending: dict[tuple[str, str], list[tuple[str, Example]]] = defaultdict(list)
     for variant, exs in examples.items():
-        for mode in cfg.modes:
+        for mode in system.modes or cfg.modes:
             for ex in exs:
                 key = row_key(fp, cfg.dtype, mode, ex, budget_of(cfg, variant))
                 if key not in cache:
@@ -417,8 +553,11 @@ def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list
         t0 = time.perf_counter()
         for start in range(0, len(items), cfg.chunk_size):
             chunk = items[start: start + cfg.chunk_size]
-            answers = answer_rows(lm, tokenizer, mode, [ex.prompt for _, ex in chunk], [ex.lang for _, ex in chunk],
-                                  cfg.batch_size, budget)
+            if system.pet_demos is not None:
+                answers = answer_pet(lm, tokenizer, system, variant, [ex for _, ex in chunk], cfg.batch_size)
+            else:
+                answers = answer_rows(lm, tokenizer, mode, [ex.prompt for _, ex in chunk],
+                                      [ex.lang for _, ex in chunk], cfg.batch_size, budget)
             cache.add([(key, cached_answer(ans)) for (key, _), ans in zip(chunk, answers)])
             bar.update(len(chunk))
         secs = time.perf_counter() - t0
@@ -428,32 +567,39 @@ def answer_examples(cfg: EvalConfig, entry: ModelEntry, examples: dict[str, list
     return timings
 
 
-def collect_rows(cfg: EvalConfig, examples: dict[str, list[Example]], cache: PartialCache) -> list[dict[str, Any]]:
-    """Prediction rows of exactly this config's keys, in (model, variant, mode, example) order.
+def collect_rows(cfg: EvalConfig, systems: list[System], examples: dict[str, list[Example]],
+                 cache: PartialCache) -> list[dict[str, Any]]:
+    """Prediction rows of exactly this config's keys, in (system, variant, mode, example) order.
 
     Built from the cached answers and the *current* examples (gold labels, language, perturbation facts).
     """
     rows = []
-    for entry in cfg.models:
-        fp = model_fingerprint(entry, prefix_dir(cfg, entry))
+    for system in systems:
+        fp = system_fingerprint(cfg, system)
         for variant, exs in examples.items():
-            for mode in cfg.modes:
-                rows.extend(prediction_row(ex, entry.tag, mode,
+            for mode in system.modes or cfg.modes:
+                rows.extend(prediction_row(ex, system.entry.tag, mode,
                                            cache.answers[row_key(fp, cfg.dtype, mode, ex, budget_of(cfg, variant))],
                                            cfg.split) for ex in exs)
     return rows
 
 
-def input_manifest(cfg: EvalConfig, examples: dict[str, list[Example]]) -> dict[str, Any]:
-    """Models, checkpoint/data/template hashes, seeds and perturbation specs for the report."""
+def input_manifest(cfg: EvalConfig, systems: list[System], examples: dict[str, list[Example]]) -> dict[str, Any]:
+    """Models (and PET systems), checkpoint/data/template hashes, seeds and perturbation specs for the report."""
     models = []
-    for m in cfg.models:
+    for system in systems:
+        m = system.entry
         prefix = prefix_dir(cfg, m)
         files = expand_files([prefix]) if prefix is not None else []
-        models.append({"tag": m.tag, "spec": m.spec, "prefix_dir": str(prefix) if prefix else None,
-                       "fingerprint": model_fingerprint(m, prefix),
-                       "checkpoint_sha256": {str(f.relative_to(prefix)): sha256_file(f) for f in files}})
-    data = {str(p): sha256_file(p) for p in [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants]}
+        row = {"tag": m.tag, "spec": m.spec, "prefix_dir": str(prefix) if prefix else None,
+               "fingerprint": system_fingerprint(cfg, system),
+               "checkpoint_sha256": {str(f.relative_to(prefix)): sha256_file(f) for f in files}}
+        if system.pet_demos is not None:
+            row["pet"] = system.pet_facts()
+        models.append(row)
+    pools = [p for p in dict.fromkeys(pet_pool_path(cfg, v) for v in cfg.variants) if p is not None]
+    data = {str(p): sha256_file(p)
+            for p in [records_path(cfg)] + [prompts_path(cfg, v) for v in cfg.variants] + pools}
     templates: dict[str, list[str]] = {}
     for v in cfg.variants:
         hashes = {row.get("template_hash") for _, row in read_prompt_rows(prompts_path(cfg, v), limit=cfg.limit)}
@@ -480,15 +626,16 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
     records = load_records(records_path(cfg)) if cfg.perturbations else {}
     examples = {v: build_examples(cfg, v, records) for v in cfg.variants}
     preflight_checkpoints(cfg)
+    systems = build_systems(cfg, examples)
     # the cache lives in the stage's own folder (not the staging one a run writes into) and outlives a failed run
     cache = PartialCache(committed_dir(out_dir) / PARTIAL)
     t0 = time.perf_counter()
     timings: dict[str, Any] = {}
-    for entry in cfg.models:
-        timings.update(answer_examples(cfg, entry, examples, cache))
+    for system in systems:
+        timings.update(answer_examples(cfg, system, examples, cache))
     answer_secs = time.perf_counter() - t0
-    rows = collect_rows(cfg, examples, cache)
-    report = build_report(rows, input_manifest(cfg, examples), baseline_tag=cfg.baseline_tag,
+    rows = collect_rows(cfg, systems, examples, cache)
+    report = build_report(rows, input_manifest(cfg, systems, examples), baseline_tag=cfg.baseline_tag,
                           seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples, min_cell_n=cfg.min_cell_n,
                           learning_curves=learning_curves(cfg))
     report["timings"] = timings

@@ -7,7 +7,7 @@ Floors, bottom up; a module may import only its own floor or lower ones:
     2 model library  pipeline.models.*   (store, chatglm, lm, tokenizer, data, engines, generation, scoring)
     3 domain libs    data_prep.*, prompts_cot.*, eval.*  (everything that is not a stage)
     4 stages         data_prep.stage, prompts_cot.stage, pipeline.train.*, pipeline.predict, pipeline.classify,
-                     eval.stage, eval.compare, pipeline.label.*
+                     eval.stage, eval.compare, eval.method_table, pipeline.label.*
 
 Plus: no import cycle between modules, and a stage never imports another stage. Every import
 counts, also the lazy ones inside functions (the CLI finds stages by name, never by import).
@@ -25,7 +25,7 @@ PACKAGES = ("pipeline", "data_prep", "prompts_cot", "eval")
 FLOOR_NAMES = ["ground floor", "methods", "model library", "domain libraries", "stages"]
 #: stage modules / packages (a package's modules form one stage unit)
 STAGE_UNITS = ("data_prep.stage", "prompts_cot.stage", "pipeline.train", "pipeline.predict", "pipeline.classify",
-               "eval.stage", "eval.compare", "pipeline.label")
+               "eval.stage", "eval.compare", "eval.method_table", "pipeline.label")
 
 
 def module_name(path: Path) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import load_config
-from pipeline.core.profile import PROFILE_DIR, load_profile, step_configs
+from pipeline.core.config import load_config, parse_override
+from pipeline.core.profile import PROFILE_DIR, Profile, load_profile, step_configs
 from pipeline.core.registry import STAGES, resolve_stage
+from pipeline.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.relative_to(ROOT) for d in ("data_prep", "prompts_cot", "pipeline", "eval")
@@ -59,9 +60,37 @@ def test_every_stage_default_config_is_shipped(name):
     assert stage.name == name and Path(stage.default_config) in CONFIGS
 
 
+def missing_methods(profile: Profile) -> dict[str, str]:
+    """Step name -> the tuning method its ``method.name=`` override selects, for methods this checkout lacks.
+
+    The methods profiles name every method of the comparison table; a step whose method is not in
+    ``pipeline.methods.METHODS`` yet (its branch not merged) cannot load its config.
+    """
+    out = {}
+    for step in profile.steps:
+        for text in step.overrides:
+            path, value = parse_override(text)
+            if path == ["method", "name"] and value not in METHODS:
+                out[step.name] = value
+    return out
+
+
+def without_missing_methods(profile: Profile) -> Profile:
+    """The profile less the steps of missing methods and every step downstream of them."""
+    dropped = set(missing_methods(profile))
+    kept = []
+    for step in profile.steps:
+        if step.name in dropped or any(ref.split("/")[0] in dropped for ref in step.inputs.values()):
+            dropped.add(step.name)
+        else:
+            kept.append(step)
+    return Profile(profile.run_root, tuple(kept))
+
+
 @pytest.mark.parametrize("name", PROFILES)
 def test_profile_steps_load_with_inputs_wired_to_upstream_outputs(name):
-    profile = load_profile(name)
+    # steps of methods not merged yet are checked once they exist (test_methods_profiles_name_every_method)
+    profile = without_missing_methods(load_profile(name))
     root = Path(profile.run_root)
     outputs: set[Path] = set()
     for step, cfg in step_configs(profile):
@@ -73,3 +102,20 @@ def test_profile_steps_load_with_inputs_wired_to_upstream_outputs(name):
             value = Path(value)
             assert value == root / ref and (root / ref.split("/")[0]) in outputs, (step.name, key)
         outputs.add(Path(cfg.out_dir))
+
+
+@pytest.mark.parametrize("name", ["methods", "methods_gpu"])
+def test_methods_profiles_train_every_method_on_one_recipe(name):
+    profile = load_profile(name)
+    trains = [s for s in profile.steps if s.stage_name == "train"]
+    names = [next((parse_override(o)[1] for o in s.overrides if o.startswith("method.name=")), "ptuning_v2")
+             for s in trains]  # without an override: the recipe's own method
+    assert names == ["ptuning_v2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora"]
+    assert len({str(s.config) for s in trains}) == 1  # same data, steps and batch: only the method differs
+    for s in trains:  # an override may set the method, its own section and its learning rate, nothing else
+        keys = {".".join(parse_override(o)[0]) for o in s.overrides}
+        assert keys <= {"method.name", f"method.{s.name[len('train_'):]}", "optim.learning_rate"}, (s.name, keys)
+    table = next(s for s in profile.steps if s.stage_name == "method_table")
+    assert {f"train_runs.{n}" for n in names} | {f"reports.{n}" for n in names} < set(table.inputs)
+    if missing_methods(profile):
+        pytest.skip(f"methods not in this checkout yet: {sorted(set(missing_methods(profile).values()))}")

@@ -20,6 +20,7 @@ STAGES: dict[str, str] = {
     "classify": "pipeline.classify:STAGE",
     "evaluate": "eval.stage:STAGE",
     "compare": "eval.compare:STAGE",
+    "method_table": "eval.method_table:STAGE",
     "label.select": "pipeline.label.select:STAGE",
     "label.export": "pipeline.label.export:STAGE",
     "label.import": "pipeline.label.importer:STAGE",

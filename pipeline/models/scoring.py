@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +38,9 @@ from pipeline.models.tokenizer import pad_token_id
 
 log = logging.getLogger(__name__)
 
+#: ``(prior argmax labels, level, label, lang) -> reply text`` up to the label and its closing separator
+CandidateFn = Callable[[Mapping[str, str], str, str, str], str]
+
 
 def softmax(logp: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax of log-scores ``(..., k)``."""
@@ -46,7 +49,7 @@ def softmax(logp: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.exp(logp - logsumexp(logp, axis=axis, keepdims=True))
 
 
-def answer_candidate(prior: dict[str, str], level: str, label: str, lang: str) -> str:
+def answer_candidate(prior: Mapping[str, str], level: str, label: str, lang: str) -> str:
     """The answer-line text up to and including ``label`` at ``level`` (plus its separator).
 
     ``prior`` holds the labels of the levels before ``level``. Built from
@@ -149,7 +152,8 @@ def candidate_block(shared: Sequence[Sequence[int]], suffixes: Sequence[Sequence
 
 
 def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], lang: str,
-                        pad_id: int) -> list[tuple[dict[str, str], dict[str, dict[str, float]]]]:
+                        pad_id: int, candidate: CandidateFn = answer_candidate
+                        ) -> list[tuple[dict[str, str], dict[str, dict[str, float]]]]:
     """Label-score one batch of same-language prompts, running each prompt through the model **once**.
 
     The prompt batch ``(b, T)`` (with the prefix) fills a cache once. For each level, the row's shared
@@ -157,7 +161,8 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
     candidate suffixes run as one ``(b, S + k*Lmax)`` sequence on top of that cache, read-only, with a 4-D
     attention mask that keeps the candidates apart (:func:`candidate_block`). Same log-probs as
     :func:`score_group` up to a per-row constant (tested on every tiny architecture); the cache is never
-    copied or repeated per candidate.
+    copied or repeated per candidate. ``candidate`` builds the reply
+    texts (default: the answer line; PET passes its cloze sentences).
     """
     import torch
 
@@ -178,7 +183,7 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
     for level in LEVELS:
         labels = LABELS[level]
         k = len(labels)
-        cand_ids = [[tokenizer(answer_candidate(parsed[r], level, lab, lang), add_special_tokens=False)["input_ids"]
+        cand_ids = [[tokenizer(candidate(parsed[r], level, lab, lang), add_special_tokens=False)["input_ids"]
                      for lab in labels] for r in range(b)]
         commons = [shared_token_prefix(c) for c in cand_ids]
         if min(commons) < 1:
@@ -210,11 +215,13 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
 
 
 def score_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
-               batch_size: int = 8) -> list[dict[str, Any]]:
+               batch_size: int = 8, candidate: CandidateFn = answer_candidate) -> list[dict[str, Any]]:
     """Label-score every prompt; returns per row ``{"parsed": {level: label}, "probs": {level: {label: p}}, "output"}``.
 
     Rows are batched by language and length; each prompt runs through the model once and its cache
-    is reused for the three levels (:func:`_score_levels_batch`).
+    is reused for the three levels (:func:`_score_levels_batch`). ``candidate`` builds each level's
+    reply texts (default :func:`answer_candidate`; PET-style cloze passes
+    :func:`pipeline.methods.pet.cloze_candidate`). ``output`` is always the answer line of the labels.
     """
     import torch
 
@@ -229,14 +236,15 @@ def score_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[
         for lang, idx in by_lang.items():
             for batch in length_sorted_batches([len(encoded[i]) for i in idx], batch_size):
                 rows = [idx[j] for j in batch]
-                for i, res in zip(rows, _score_levels_batch(lm, tokenizer, [encoded[i] for i in rows], lang, pad)):
+                scored = _score_levels_batch(lm, tokenizer, [encoded[i] for i in rows], lang, pad, candidate)
+                for i, res in zip(rows, scored):
                     results[i] = res
     return [{"parsed": parsed, "probs": probs, "output": format_scored(parsed, langs[i])}
             for i, (parsed, probs) in enumerate(results)]  # type: ignore[misc]
 
 
 def score_rows_per_level(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
-                         batch_size: int = 8) -> list[dict[str, Any]]:
+                         batch_size: int = 8, candidate: CandidateFn = answer_candidate) -> list[dict[str, Any]]:
     """Reference implementation of :func:`score_rows`: one prompt pass per level (3x the prompt cost).
 
     Rows are grouped by (language, previous levels' argmax) so each group shares one candidate list.
@@ -250,7 +258,7 @@ def score_rows_per_level(lm: Any, tokenizer: Any, prompts: Sequence[str], langs:
         for i in range(n):
             groups[(langs[i], tuple(parsed[i].get(lvl) for lvl in LEVELS[: LEVELS.index(level)]))].append(i)
         for (lang, _), idx in groups.items():
-            cands = [answer_candidate(parsed[idx[0]], level, lab, lang) for lab in LABELS[level]]
+            cands = [candidate(parsed[idx[0]], level, lab, lang) for lab in LABELS[level]]
             logp = score_group(lm, tokenizer, [prompts[i] for i in idx], cands, batch_size=batch_size)
             p = softmax(logp, axis=1)  # (len(idx), k)
             for row, i in enumerate(idx):
@@ -311,5 +319,6 @@ def benchmark_throughput(lm: Any, tokenizer: Any, prompts: Sequence[str], langs:
     return out
 
 
-__all__ = ["answer_candidate", "candidate_block", "softmax", "answer_rows", "benchmark_throughput", "format_scored", "generate_rows", "score_group",
+__all__ = ["CandidateFn", "answer_candidate", "candidate_block", "softmax", "answer_rows", "benchmark_throughput",
+           "format_scored", "generate_rows", "score_group",
            "score_rows", "score_rows_per_level", "shared_token_prefix"]
