@@ -292,3 +292,33 @@ def test_prompt_tuning_text_init_copies_the_word_embeddings(tmp_path):
     want = lm.model.get_input_embeddings().weight[(ids * 4)[:4]]
     got = load_file(str(Path(cfg.out_dir) / "final" / "adapter.safetensors"))["embedding.weight"]
     torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------ evaluate end to end
+@pytest.mark.parametrize("name, cls_head", [("lora", False), ("prompt_tuning", True)])
+def test_evaluate_stage_answers_with_any_method(tmp_path, name, cls_head):
+    """A LoRA / prompt-tuning(+heads) checkpoint through the real evaluate stage (preflight, loader, both modes)."""
+    from record_fixtures import write_fixture_dirs
+
+    from eval.stage import STAGE as EVAL_STAGE
+    from eval.stage import EvalConfig
+    from pipeline.core.config import load_config
+    from pipeline.core.io import load_jsonl
+    from pipeline.core.stage import run_stage
+
+    for split in ("train", "dev", "test"):
+        records, prompts = write_fixture_dirs(tmp_path / "d", n=4, variants=("plain",), split=split)
+    train = tiny_cfg(tmp_path, prompts, **method_overrides(name, **{
+        "method.cls_head": cls_head, "optim.max_steps": 2, "checkpoint.save_steps": 0, "eval.accuracy_rows": 0,
+        "data.max_source_len": 512}))
+    run_train(train)
+    cfg = load_config(EvalConfig, "eval/configs/tiny.yaml", [
+        f"data_dir={records}", f"prompts_dir={prompts}", f"out_dir={tmp_path / 'eval'}", "variants=[plain]",
+        f"train_dir={train.out_dir}", "perturbations=[]", "perturbed_fraction=0.0",
+        "models=[{tag: tuned, spec: 'tiny:llama', checkpoint: final}]", "baseline_tag=tuned"])
+    run_stage(EVAL_STAGE, cfg)
+    rows = load_jsonl(tmp_path / "eval" / "predictions.jsonl")
+    assert {r["mode"] for r in rows} == {"score", "generate"} and len(rows) == 8
+    for r in rows:
+        if r["mode"] == "score" or cls_head:
+            assert abs(sum(r["probs"]["task"].values()) - 1) < 1e-6
