@@ -1,8 +1,8 @@
 """Classification heads: one linear layer per intent level over the last token's hidden state.
 
-``method.cls_head: true`` (any method) trains, next to or instead of the language-model answer, a
-``Linear(hidden, n_labels)`` per level of :data:`pipeline.core.taxonomy.LEVELS` over the final hidden
-state of the prompt's last token, with cross-entropy on the gold labels -- the route the original
+``method.cls_head: true`` (any method) trains, instead of the language-model answer, a
+``Linear(hidden, n_labels)`` per level of :data:`pipeline.core.taxonomy.LEVELS` (zero-initialised) over the
+L2-normalised final hidden state of the prompt's last token, with cross-entropy on the gold labels -- the route the original
 P-tuning-v2 code takes for classification (a head on the pooled output). At inference the softmax of
 each head gives the per-level probabilities that label scoring would otherwise compute.
 """
@@ -29,9 +29,17 @@ class ClsHead(nn.Module):
     def __init__(self, facts: ArchFacts):
         super().__init__()
         self.heads = nn.ModuleDict({lvl: nn.Linear(facts.hidden_size, len(LABELS[lvl])) for lvl in LEVELS})
+        # zero init: every head starts at the uniform distribution (loss ln n)
+        for head in self.heads.values():
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-        hidden = hidden.to(self.heads[LEVELS[0]].weight.dtype)
+        """``hidden`` ``(B, hidden)`` -> logits per level. The state is L2-normalised first: a decoder's final
+        state is unbounded (norm ~50 for SmolLM2), and an Adam step of the prompt methods' learning rate (2e-2)
+        on a head over it would move the logits by ~lr * |h|_1 (~17), overshooting; over a unit vector a step
+        moves them by at most ~lr * sqrt(hidden)."""
+        hidden = nn.functional.normalize(hidden.to(self.heads[LEVELS[0]].weight.dtype), dim=-1)
         return {lvl: head(hidden) for lvl, head in self.heads.items()}
 
     def loss(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
