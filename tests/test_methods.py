@@ -322,3 +322,47 @@ def test_evaluate_stage_answers_with_any_method(tmp_path, name, cls_head):
     for r in rows:
         if r["mode"] == "score" or cls_head:
             assert abs(sum(r["probs"]["task"].values()) - 1) < 1e-6
+
+
+def test_parameter_count_helpers_match_the_modules():
+    from pipeline.methods.base import ArchFacts
+    from pipeline.methods.cls_head import ClsHead, count_cls_head_parameters
+    from pipeline.methods.prefix_tuning import PrefixTuningConfig, PrefixTuningEncoder, count_prefix_tuning_parameters
+    from pipeline.methods.prompt_tuning import SoftPrompt, count_prompt_tuning_parameters
+    from pipeline.methods.ptuning_v1 import PromptEncoderV1, count_ptuning_v1_parameters
+
+    facts = ArchFacts(num_layers=3, kv_heads=2, head_dim=4, hidden_size=16)
+
+    def n(module):
+        return sum(p.numel() for p in module.parameters())
+
+    pt = PrefixTuningConfig(pre_seq_len=5, prefix_hidden_size=7)
+    assert n(PrefixTuningEncoder(pt, facts)) == count_prefix_tuning_parameters(pt, facts)
+    pr = PromptTuningConfig(pre_seq_len=5)
+    assert n(SoftPrompt(pr, facts)) == count_prompt_tuning_parameters(pr, facts)
+    for enc in ("mlp", "lstm"):
+        v1 = PTuningV1Config(pre_seq_len=5, encoder=enc, encoder_hidden_size=6)
+        assert n(PromptEncoderV1(v1, facts)) == count_ptuning_v1_parameters(v1, facts)
+    assert n(ClsHead(facts)) == count_cls_head_parameters(facts)
+    model = load_base_model(resolve_model_dir("tiny:llama"))
+    from pipeline.methods.lora import count_lora_parameters, count_lora_parameters_from_facts, inject_lora
+
+    cfg = LoraConfig(r=3, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
+    expect = count_lora_parameters(cfg, model)
+    assert expect == count_lora_parameters_from_facts(cfg, arch_facts(model.config))
+    assert n(inject_lora(model, cfg)) == expect
+    with pytest.raises(ValueError, match="match no linear layer.*q_proj"):
+        inject_lora(load_base_model(resolve_model_dir("tiny:llama")), LoraConfig(target_modules=("nope",)))
+
+
+@pytest.mark.parametrize("override, match", [
+    ("method.lora.r=0", "method.lora: r must be >= 1"),
+    ("method.lora.rank=4", "unknown key.*method.lora.rank"),
+    ("method.prompt_tuning.init=text", "method.prompt_tuning: init=text needs a non-empty init_text"),
+    ("method.ptuning_v1.encoder=gru", "method.ptuning_v1"),
+])
+def test_bad_method_settings_are_config_errors(tmp_path, override, match):
+    from pipeline.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        tiny_cfg(tmp_path, tmp_path, **dict([override.split("=")]))

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from pipeline.core.config import ConfigError
 from pipeline.core.io import DataError
 from pipeline.methods.base import (
     ADAPTER_CONFIG,
@@ -165,7 +166,10 @@ def build_adapters(method: MethodConfig, model: nn.Module, facts: ArchFacts) -> 
     elif name == "ptuning_v1":
         out.prompt = PromptEncoderV1(settings, facts)
     elif name == "lora":
-        out.lora = inject_lora(model, settings)
+        try:
+            out.lora = inject_lora(model, settings)
+        except ValueError as exc:  # a config naming no layer of this model: exit 2 naming the key
+            raise ConfigError(str(exc), key="method.lora.target_modules") from None
     else:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     if method.cls_head:
