@@ -366,3 +366,25 @@ def test_bad_method_settings_are_config_errors(tmp_path, override, match):
 
     with pytest.raises(ConfigError, match=match):
         tiny_cfg(tmp_path, tmp_path, **dict([override.split("=")]))
+
+
+def test_predict_stage_with_lora_and_with_cls_heads(tmp_path):
+    from pipeline.core.config import load_config
+    from pipeline.core.io import write_jsonl
+    from pipeline.core.stage import run_stage
+    from pipeline.predict import STAGE as PREDICT, PredictConfig
+
+    write_jsonl(tmp_path / "prompts" / "plain" / "test.jsonl",
+                [{"sample_id": f"s{i}", "prompt": f"Range stays at {i} m. Intent?", "lang": "en"} for i in range(2)])
+    for tag, method in (("lora", MethodConfig(name="lora")), ("heads", MethodConfig(
+            name="prompt_tuning", cls_head=True, prompt_tuning=PromptTuningConfig(pre_seq_len=2)))):
+        model = load_base_model(resolve_model_dir("tiny:llama"))
+        lm = PrefixLM(model, adapters=build_adapters(method, model, arch_facts(model.config)))
+        lm.save_adapter(tmp_path / tag / "best", extra={"model_spec": "tiny:llama"})
+        cfg = load_config(PredictConfig, None, [f"out_dir={tmp_path / 'out' / tag}", f"prompts_dir={tmp_path / 'prompts'}",
+                                                "model=tiny:llama", f"train_dir={tmp_path / tag}", "max_new_tokens=3"])
+        manifest = run_stage(PREDICT, cfg)
+        rows = [json.loads(line) for line in (tmp_path / "out" / tag / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and str(tmp_path / tag / "best" / "adapter.safetensors") in manifest["inputs"]
+        if tag == "heads":  # zero-initialised heads: uniform, argmax = each level's first label
+            assert all(r["output"] == "Answer: motion=hovering; operation=docking; task=detection" for r in rows)
