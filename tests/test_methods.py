@@ -388,3 +388,21 @@ def test_predict_stage_with_lora_and_with_cls_heads(tmp_path):
         assert len(rows) == 2 and str(tmp_path / tag / "best" / "adapter.safetensors") in manifest["inputs"]
         if tag == "heads":  # zero-initialised heads: uniform, argmax = each level's first label
             assert all(r["output"] == "Answer: motion=hovering; operation=docking; task=detection" for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, zero", [("lora", "zero2"), ("prompt_tuning", "zero3"), ("lora", "zero3")])
+def test_deepspeed_resume_reproduces_losses_exactly(tmp_path, name, zero):
+    prompts = write_prompts(tmp_path / "p")
+    over = [f"{k}={v}" for k, v in method_overrides(name).items()]
+    common = [f"prompts_dir={prompts}", "optim.max_steps=6", "checkpoint.save_steps=3", "engine.name=deepspeed",
+              f"engine.deepspeed_config=pipeline/configs/deepspeed/{zero}.json", *over]
+    full = run_cli(common + [f"out_dir={tmp_path / 'a'}"])
+    assert full.returncode == 0, full.stderr[-3000:]
+    (tmp_path / "b/checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "a/checkpoints/step-3", tmp_path / "b/checkpoints/step-3")
+    part = run_cli(common + [f"out_dir={tmp_path / 'b'}", "checkpoint.resume=auto"])
+    assert part.returncode == 0, part.stderr[-3000:]
+    a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
+    assert [r for r in a if r[1] > 3] == [r for r in b if r[1] > 3]
+    assert set(trained_weights(tmp_path / "a", name)) == TENSORS[name]
