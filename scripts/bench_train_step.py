@@ -11,6 +11,7 @@ Markdown table, including our P-Tuning v2 vs our LoRA step time.
 
     python scripts/bench_train_step.py                       # embedded default smollm2 on CPU
     python scripts/bench_train_step.py --method all --no-memory --rounds 2 --steps 2
+    python scripts/bench_train_step.py --method ptuning_v2_vs_lora --rounds 2 --steps 2
     python scripts/bench_train_step.py --model tiny:llama --rounds 2 --steps 2   # quick check
     python scripts/bench_train_step.py --device cuda --dtype bfloat16 --batch 8   # on a GPU
 """
@@ -205,6 +206,24 @@ def time_method(args: argparse.Namespace, model: torch.nn.Module, method: str) -
     """Alternating timing of ours vs PEFT for ``method``: median s/step, tokens/s and the speed ratio."""
     variants = {"ours": build_ours(model, args.pre_seq_len, args.projection, method),
                 "peft": build_peft(model, args.pre_seq_len, args.projection, method)}
+    result: dict = {"method": method, "peft": PEFT_NAMES[method], **time_variants(args, model, variants, method)}
+    result["speed_ratio_ours_over_peft"] = result["tokens_per_s"]["ours"] / result["tokens_per_s"]["peft"]
+    return result
+
+
+def time_ptuning_v2_vs_lora(args: argparse.Namespace, model: torch.nn.Module) -> dict:
+    """Our P-Tuning v2 (``pre_seq_len`` virtual tokens) and our LoRA, timed alternately like ours vs PEFT."""
+    variants = {"ptuning_v2": build_ours(model, args.pre_seq_len, args.projection, "ptuning_v2"),
+                "lora": build_ours(model, args.pre_seq_len, args.projection, "lora")}
+    result = time_variants(args, model, variants, "ptuning_v2 vs lora")
+    result["step_time_ratio_ptuning_v2_over_lora"] = (result["seconds_per_step"]["ptuning_v2"]
+                                                      / result["seconds_per_step"]["lora"])
+    return result
+
+
+def time_variants(args: argparse.Namespace, model: torch.nn.Module, variants: dict[str, torch.nn.Module],
+                  label: str) -> dict:
+    """Warm up, then time the variants in alternating rounds (who goes first alternates too)."""
     batch = make_batch(model.config.vocab_size, args.batch, args.source, args.target, args.device)
     steps = {name: make_step(lm, 2e-2) for name, lm in variants.items()}
     for name, step in steps.items():
@@ -215,15 +234,13 @@ def time_method(args: argparse.Namespace, model: torch.nn.Module, method: str) -
         order = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who goes first
         for name in order:
             times[name].append(time_steps(steps[name], batch, args.steps, args.device))
-        log.info("%s round %d: %s", method, r, {k: round(v[-1], 3) for k, v in times.items()})
+        log.info("%s round %d: %s", label, r, {k: round(v[-1], 3) for k, v in times.items()})
     tokens = args.batch * (args.source + args.target)
-    result: dict = {"method": method, "peft": PEFT_NAMES[method],
-                    "trainable_params": {k: sum(p.numel() for p in lm.parameters() if p.requires_grad)
+    result: dict = {"trainable_params": {k: sum(p.numel() for p in lm.parameters() if p.requires_grad)
                                          for k, lm in variants.items()},
                     "seconds_per_step": {k: statistics.median(v) for k, v in times.items()},
                     "all_seconds_per_step": times}
     result["tokens_per_s"] = {k: tokens / v for k, v in result["seconds_per_step"].items()}
-    result["speed_ratio_ours_over_peft"] = result["tokens_per_s"]["ours"] / result["tokens_per_s"]["peft"]
     return result
 
 
@@ -239,12 +256,10 @@ def run_all_methods(args: argparse.Namespace) -> None:
         rows.append(row)
         log.info("%s: ours %.2f s/step, PEFT %.2f s/step, ratio %.2f", method, row["seconds_per_step"]["ours"],
                  row["seconds_per_step"]["peft"], row["speed_ratio_ours_over_peft"])
-    by = {r["method"]: r for r in rows}
+    pair = time_ptuning_v2_vs_lora(args, model)
     result = {"benchmark": "training step per method, ours vs PEFT's implementation",
               "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(args),
-              "setting": setting(args), "rows": rows,
-              "ptuning_v2_over_lora_step_time": by["ptuning_v2"]["seconds_per_step"]["ours"]
-              / by["lora"]["seconds_per_step"]["ours"]}
+              "setting": setting(args), "rows": rows, "ptuning_v2_vs_lora": pair}
     write_json(args.out, result)
     print("| method | PEFT implementation | trainable (ours) | ours s/step | PEFT s/step | ours tokens/s | ratio |")
     print("|---|---|---|---|---|---|---|")
@@ -252,14 +267,21 @@ def run_all_methods(args: argparse.Namespace) -> None:
         s, t = r["seconds_per_step"], r["tokens_per_s"]
         print(f"| `{r['method']}` | `{r['peft']}` | {r['trainable_params']['ours']:,} | {s['ours']:.2f} | "
               f"{s['peft']:.2f} | {t['ours']:.0f} | **{r['speed_ratio_ours_over_peft']:.2f}** |")
-    print(f"\nours: P-Tuning v2 step / LoRA step = {result['ptuning_v2_over_lora_step_time']:.2f}")
+    print_pair(pair)
+
+
+def print_pair(pair: dict) -> None:
+    s = pair["seconds_per_step"]
+    print(f"\nours, alternating: P-Tuning v2 {s['ptuning_v2']:.2f} s/step, LoRA {s['lora']:.2f} s/step, "
+          f"P-Tuning v2 / LoRA = {pair['step_time_ratio_ptuning_v2_over_lora']:.2f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--method", default="ptuning_v2", choices=[*METHODS, "all"],
-                   help="the method to compare with PEFT's implementation; all = one row per method")
+    p.add_argument("--method", default="ptuning_v2", choices=[*METHODS, "all", "ptuning_v2_vs_lora"],
+                   help="the method to compare with PEFT's implementation; all = one row per method (and our "
+                        "P-Tuning v2 vs our LoRA); ptuning_v2_vs_lora = only that pair")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--source", type=int, default=256)
     p.add_argument("--target", type=int, default=128)
@@ -282,6 +304,14 @@ def main() -> None:
 
     if args.method == "all":
         run_all_methods(args)
+        return
+    if args.method == "ptuning_v2_vs_lora":
+        model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
+        pair = time_ptuning_v2_vs_lora(args, model)
+        write_json(args.out, {"benchmark": "our P-Tuning v2 vs our LoRA training step (alternating)",
+                              "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(args),
+                              "setting": setting(args), **pair})
+        print_pair(pair)
         return
     if args.memory_only:
         mem = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
