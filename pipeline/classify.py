@@ -135,15 +135,15 @@ def classify_inputs(cfg: ClassifyConfig) -> list[Path]:
 # ---------------------------------------------------------------------------------------- checkpoint
 def read_checkpoint_meta(ckpt: Path) -> tuple[dict[str, Any], Path]:
     """The checkpoint's method JSON and its path; a DataError naming what exists when it is not a checkpoint."""
-    from pipeline.methods.ptuning_v2 import PREFIX_CONFIG, read_prefix_config
+    from pipeline.methods import method_config_path, read_method_config
 
     if not ckpt.is_dir():
         parent = ckpt.parent
         found = sorted(str(p.relative_to(parent)) for p in [*parent.glob("*"), *parent.glob("checkpoints/step-*")]
-                       if (p / PREFIX_CONFIG).exists()) if parent.is_dir() else []
+                       if method_config_path(p).exists()) if parent.is_dir() else []
         raise DataError(ckpt, None, "checkpoint", "no such checkpoint folder"
                         + (f"; {parent} has: {', '.join(found)}" if found else f" ({parent} holds no checkpoints)"))
-    return read_prefix_config(ckpt), ckpt / PREFIX_CONFIG
+    return read_method_config(ckpt), method_config_path(ckpt)
 
 
 def prompt_options(ckpt: Path | None, overrides: dict[str, Any] | None = None) -> tuple[RenderOptions, str]:

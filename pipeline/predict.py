@@ -18,9 +18,10 @@ import torch
 
 from pipeline.core.io import write_jsonl
 from pipeline.core.stage import Stage, StageResult
-from pipeline.methods.ptuning_v2 import read_prefix_config
+from pipeline.methods import read_method_config
 from pipeline.models.generation import generate_timed
 from pipeline.models.lm import build_chat_prompt, load_model
+from pipeline.models.scoring import answer_rows
 from prompts_cot.rows import read_prompt_rows
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,18 @@ def run_predict(cfg: PredictConfig) -> StageResult:
     rows = [row for _, row in read_prompt_rows(prompts_file(cfg), limit=cfg.limit)]
     ckpt = prefix_dir(cfg)
     if ckpt is not None:
-        trained_on = read_prefix_config(ckpt).get("model_spec")
+        trained_on = read_method_config(ckpt).get("model_spec")
         if trained_on is not None and trained_on != cfg.model:
             log.warning("prefix in %s was trained on model %r, predicting with %r", ckpt, trained_on, cfg.model)
     lm, tokenizer = load_model(cfg.model, prefix_dir=ckpt, dtype=cfg.dtype, device=cfg.device)
     t0 = time.perf_counter()
-    replies = generate_timed(lm, tokenizer, [r["prompt"] for r in rows], cfg.max_new_tokens, cfg.batch_size,
-                             progress=True)
+    if lm.cls_head is not None:  # a cls_head checkpoint answers from its heads (the answer line of their argmax)
+        answers = answer_rows(lm, tokenizer, "score", [r["prompt"] for r in rows], [r.get("lang") or "en" for r in rows],
+                              cfg.batch_size, cfg.max_new_tokens)
+        replies = [(a["output"], a["latency_s"]) for a in answers]
+    else:
+        replies = generate_timed(lm, tokenizer, [r["prompt"] for r in rows], cfg.max_new_tokens, cfg.batch_size,
+                                 progress=True)
     elapsed = time.perf_counter() - t0
     out_rows = [
         {"sample_id": r["sample_id"], "split": r.get("split"), "variant": r.get("variant"),

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.io import load_jsonl, write_json  # noqa: E402
+from pipeline.methods import method_config_path  # noqa: E402
 from pipeline.models.lm import load_model  # noqa: E402
 from pipeline.models.scoring import benchmark_throughput  # noqa: E402
 
@@ -42,7 +43,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     rows = load_jsonl(args.prompts)[: args.n]
-    prefix_dir = args.prefix_dir if Path(args.prefix_dir, "prefix_config.json").exists() else None
+    prefix_dir = args.prefix_dir if method_config_path(args.prefix_dir).exists() else None  # any method's folder
     lm, tok = load_model(args.model, prefix_dir=prefix_dir)
     result = benchmark_throughput(lm, tok, [r["prompt"] for r in rows], [r.get("lang", "en") for r in rows],
                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,

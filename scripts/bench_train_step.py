@@ -1,10 +1,17 @@
-"""Benchmark: one P-Tuning v2 training step, ours (pipeline.models.lm.PrefixLM) vs PEFT PrefixTuning.
+"""Benchmark: one training step per tuning method, ours (pipeline.models.lm.PrefixLM) vs PEFT's implementation.
 
-Same base model, batch, sequence length and prefix length; the two are timed alternately
-in one process (so machine load hits both alike), then each is run alone in a fresh
+Same base model, batch, sequence length and number of virtual tokens; ours and PEFT's are timed
+alternately in one process (so machine load hits both alike), then each is run alone in a fresh
 subprocess to measure the memory its training steps add. Writes JSON (default runs/bench/train_step.json).
 
+``--method`` picks the method (default ``ptuning_v2``: P-Tuning v2 vs PEFT ``PrefixTuning``); ``all`` runs a
+row per method -- ptuning_v2 / prefix_tuning (PEFT ``PrefixTuning`` with projection) / prompt_tuning (PEFT
+``PromptTuning``) / ptuning_v1 (PEFT ``PromptEncoder``, MLP) / lora (PEFT ``LoraModel``) -- and prints a
+Markdown table, including our P-Tuning v2 vs our LoRA step time.
+
     python scripts/bench_train_step.py                       # embedded default smollm2 on CPU
+    python scripts/bench_train_step.py --method all --no-memory --rounds 2 --steps 2
+    python scripts/bench_train_step.py --method ptuning_v2_vs_lora --rounds 2 --steps 2
     python scripts/bench_train_step.py --model tiny:llama --rounds 2 --steps 2   # quick check
     python scripts/bench_train_step.py --device cuda --dtype bfloat16 --batch 8   # on a GPU
 """
@@ -29,6 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.io import write_json  # noqa: E402
+from pipeline.methods import METHODS, MethodConfig, build_adapters  # noqa: E402
+from pipeline.methods.base import arch_facts  # noqa: E402
+from pipeline.methods.lora import LoraConfig  # noqa: E402
+from pipeline.methods.prefix_tuning import PrefixTuningConfig  # noqa: E402
+from pipeline.methods.prompt_tuning import PromptTuningConfig  # noqa: E402
+from pipeline.methods.ptuning_v1 import PTuningV1Config  # noqa: E402
 from pipeline.methods.ptuning_v2 import PrefixConfig  # noqa: E402
 from pipeline.models.lm import PrefixLM, load_base_model  # noqa: E402
 from pipeline.models.store import resolve_model_dir  # noqa: E402
@@ -47,20 +60,51 @@ def make_batch(vocab: int, batch: int, source: int, target: int, device: str) ->
     return {k: v.to(device) for k, v in {"input_ids": ids, "attention_mask": mask, "labels": labels}.items()}
 
 
-def build_ours(model: torch.nn.Module, pre_seq_len: int, projection: bool) -> torch.nn.Module:
-    """Our PrefixLM around ``model``."""
-    lm = PrefixLM(model, PrefixConfig(pre_seq_len=pre_seq_len, prefix_projection=projection))
-    lm.prefix.to(next(model.parameters()).device)
-    return lm.train()
+#: PEFT's implementation of each method (what the ratio is measured against)
+PEFT_NAMES = {"ptuning_v2": "PrefixTuning", "prefix_tuning": "PrefixTuning (projection)",
+              "prompt_tuning": "PromptTuning", "ptuning_v1": "PromptEncoder (MLP)", "lora": "LoraModel"}
+PREFIX_HIDDEN = 512  # prefix_tuning's MLP width (Li & Liang), both sides
+LORA = LoraConfig(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "v_proj"))
 
 
-def build_peft(model: torch.nn.Module, pre_seq_len: int, projection: bool) -> torch.nn.Module:
-    """PEFT's PrefixTuning around a copy of ``model`` (PEFT wraps/mutates its base)."""
-    from peft import PrefixTuningConfig, TaskType, get_peft_model
+def method_config(method: str, pre_seq_len: int, projection: bool) -> MethodConfig:
+    """Our settings of ``method`` for the benchmark (the same shapes as :func:`build_peft`)."""
+    settings = {"ptuning_v2": PrefixConfig(pre_seq_len=pre_seq_len, prefix_projection=projection),
+                "prefix_tuning": PrefixTuningConfig(pre_seq_len=pre_seq_len, prefix_hidden_size=PREFIX_HIDDEN),
+                "prompt_tuning": PromptTuningConfig(pre_seq_len=pre_seq_len),
+                "ptuning_v1": PTuningV1Config(pre_seq_len=pre_seq_len, encoder="mlp"),
+                "lora": LORA}[method]
+    return MethodConfig(name=method, **{method: settings})
 
-    cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=pre_seq_len,
-                             prefix_projection=projection,
-                             encoder_hidden_size=model.config.hidden_size)
+
+def build_ours(model: torch.nn.Module, pre_seq_len: int, projection: bool, method: str = "ptuning_v2") -> torch.nn.Module:
+    """Our PrefixLM with ``method`` around ``model`` (a copy for LoRA, which is injected into its model)."""
+    if method == "lora":
+        model = copy.deepcopy(model)
+    adapters = build_adapters(method_config(method, pre_seq_len, projection), model, arch_facts(model.config))
+    return PrefixLM(model, adapters=adapters).train()
+
+
+def build_peft(model: torch.nn.Module, pre_seq_len: int, projection: bool, method: str = "ptuning_v2") -> torch.nn.Module:
+    """PEFT's implementation of ``method`` around a copy of ``model`` (PEFT wraps/mutates its base)."""
+    from peft import LoraConfig as PeftLora
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
+
+    common = {"task_type": TaskType.CAUSAL_LM}
+    if method == "ptuning_v2":
+        cfg = PrefixTuningConfig(**common, num_virtual_tokens=pre_seq_len, prefix_projection=projection,
+                                 encoder_hidden_size=model.config.hidden_size)
+    elif method == "prefix_tuning":
+        cfg = PrefixTuningConfig(**common, num_virtual_tokens=pre_seq_len, prefix_projection=True,
+                                 encoder_hidden_size=PREFIX_HIDDEN)
+    elif method == "prompt_tuning":
+        cfg = PromptTuningConfig(**common, num_virtual_tokens=pre_seq_len)
+    elif method == "ptuning_v1":
+        cfg = PromptEncoderConfig(**common, num_virtual_tokens=pre_seq_len, encoder_reparameterization_type="MLP",
+                                  encoder_hidden_size=model.config.hidden_size)
+    else:
+        cfg = PeftLora(**common, r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
+                       target_modules=list(LORA.target_modules))
     return get_peft_model(copy.deepcopy(model), cfg).train()
 
 
@@ -97,7 +141,8 @@ def time_steps(step, batch, n: int, device: str) -> float:
 
 def peak_memory_alone(args: argparse.Namespace, which: str) -> float:
     """Peak memory (MiB) of a fresh process running only ``which`` for a few steps."""
-    cmd = [sys.executable, __file__, "--only", which, "--model", args.model, "--batch", str(args.batch),
+    cmd = [sys.executable, __file__, "--only", which, "--method", args.method, "--model", args.model,
+           "--batch", str(args.batch),
            "--source", str(args.source), "--target", str(args.target), "--pre-seq-len", str(args.pre_seq_len),
            "--device", args.device, "--dtype", args.dtype, "--steps", "2"]
     if args.projection:
@@ -118,7 +163,7 @@ def run_only(args: argparse.Namespace) -> None:
     import psutil
 
     model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
-    lm = (build_ours if args.only == "ours" else build_peft)(model, args.pre_seq_len, args.projection)
+    lm = (build_ours if args.only == "ours" else build_peft)(model, args.pre_seq_len, args.projection, args.method)
     batch = make_batch(model.config.vocab_size, args.batch, args.source, args.target, args.device)
     step = make_step(lm, 2e-2)
     if args.device.startswith("cuda"):
@@ -146,9 +191,97 @@ def run_only(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_mib": added, "rss_before_steps_mib": base / 2**20}))
 
 
+def machine(args: argparse.Namespace) -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "torch_threads": torch.get_num_threads(), "device": args.device,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+
+
+def setting(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "batch": args.batch, "source": args.source, "target": args.target,
+            "pre_seq_len": args.pre_seq_len, "projection": args.projection, "dtype": args.dtype}
+
+
+def time_method(args: argparse.Namespace, model: torch.nn.Module, method: str) -> dict:
+    """Alternating timing of ours vs PEFT for ``method``: median s/step, tokens/s and the speed ratio."""
+    variants = {"ours": build_ours(model, args.pre_seq_len, args.projection, method),
+                "peft": build_peft(model, args.pre_seq_len, args.projection, method)}
+    result: dict = {"method": method, "peft": PEFT_NAMES[method], **time_variants(args, model, variants, method)}
+    result["speed_ratio_ours_over_peft"] = result["tokens_per_s"]["ours"] / result["tokens_per_s"]["peft"]
+    return result
+
+
+def time_ptuning_v2_vs_lora(args: argparse.Namespace, model: torch.nn.Module) -> dict:
+    """Our P-Tuning v2 (``pre_seq_len`` virtual tokens) and our LoRA, timed alternately like ours vs PEFT."""
+    variants = {"ptuning_v2": build_ours(model, args.pre_seq_len, args.projection, "ptuning_v2"),
+                "lora": build_ours(model, args.pre_seq_len, args.projection, "lora")}
+    result = time_variants(args, model, variants, "ptuning_v2 vs lora")
+    result["step_time_ratio_ptuning_v2_over_lora"] = (result["seconds_per_step"]["ptuning_v2"]
+                                                      / result["seconds_per_step"]["lora"])
+    return result
+
+
+def time_variants(args: argparse.Namespace, model: torch.nn.Module, variants: dict[str, torch.nn.Module],
+                  label: str) -> dict:
+    """Warm up, then time the variants in alternating rounds (who goes first alternates too)."""
+    batch = make_batch(model.config.vocab_size, args.batch, args.source, args.target, args.device)
+    steps = {name: make_step(lm, 2e-2) for name, lm in variants.items()}
+    for name, step in steps.items():
+        for _ in range(args.warmup):
+            step(batch)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who goes first
+        for name in order:
+            times[name].append(time_steps(steps[name], batch, args.steps, args.device))
+        log.info("%s round %d: %s", label, r, {k: round(v[-1], 3) for k, v in times.items()})
+    tokens = args.batch * (args.source + args.target)
+    result: dict = {"trainable_params": {k: sum(p.numel() for p in lm.parameters() if p.requires_grad)
+                                         for k, lm in variants.items()},
+                    "seconds_per_step": {k: statistics.median(v) for k, v in times.items()},
+                    "all_seconds_per_step": times}
+    result["tokens_per_s"] = {k: tokens / v for k, v in result["seconds_per_step"].items()}
+    return result
+
+
+def run_all_methods(args: argparse.Namespace) -> None:
+    """One row per method (ours vs PEFT), plus our P-Tuning v2 vs our LoRA; JSON + a Markdown table."""
+    model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
+    rows = []
+    for method in METHODS:
+        row = time_method(args, model, method)
+        if not args.no_memory:
+            args.method = method
+            row["step_memory_mib"] = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
+        rows.append(row)
+        log.info("%s: ours %.2f s/step, PEFT %.2f s/step, ratio %.2f", method, row["seconds_per_step"]["ours"],
+                 row["seconds_per_step"]["peft"], row["speed_ratio_ours_over_peft"])
+    pair = time_ptuning_v2_vs_lora(args, model)
+    result = {"benchmark": "training step per method, ours vs PEFT's implementation",
+              "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(args),
+              "setting": setting(args), "rows": rows, "ptuning_v2_vs_lora": pair}
+    write_json(args.out, result)
+    print("| method | PEFT implementation | trainable (ours) | ours s/step | PEFT s/step | ours tokens/s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        s, t = r["seconds_per_step"], r["tokens_per_s"]
+        print(f"| `{r['method']}` | `{r['peft']}` | {r['trainable_params']['ours']:,} | {s['ours']:.2f} | "
+              f"{s['peft']:.2f} | {t['ours']:.0f} | **{r['speed_ratio_ours_over_peft']:.2f}** |")
+    print_pair(pair)
+
+
+def print_pair(pair: dict) -> None:
+    s = pair["seconds_per_step"]
+    print(f"\nours, alternating: P-Tuning v2 {s['ptuning_v2']:.2f} s/step, LoRA {s['lora']:.2f} s/step, "
+          f"P-Tuning v2 / LoRA = {pair['step_time_ratio_ptuning_v2_over_lora']:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2")
+    p.add_argument("--method", default="ptuning_v2", choices=[*METHODS, "all", "ptuning_v2_vs_lora"],
+                   help="the method to compare with PEFT's implementation; all = one row per method (and our "
+                        "P-Tuning v2 vs our LoRA); ptuning_v2_vs_lora = only that pair")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--source", type=int, default=256)
     p.add_argument("--target", type=int, default=128)
@@ -169,6 +302,17 @@ def main() -> None:
         run_only(args)
         return
 
+    if args.method == "all":
+        run_all_methods(args)
+        return
+    if args.method == "ptuning_v2_vs_lora":
+        model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
+        pair = time_ptuning_v2_vs_lora(args, model)
+        write_json(args.out, {"benchmark": "our P-Tuning v2 vs our LoRA training step (alternating)",
+                              "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(args),
+                              "setting": setting(args), **pair})
+        print_pair(pair)
+        return
     if args.memory_only:
         mem = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
         out = Path(args.out)
@@ -182,35 +326,10 @@ def main() -> None:
         print(json.dumps(mem))
         return
     model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
-    variants = {"ours": build_ours(model, args.pre_seq_len, args.projection),
-                "peft": build_peft(model, args.pre_seq_len, args.projection)}
-    batch = make_batch(model.config.vocab_size, args.batch, args.source, args.target, args.device)
-    steps = {name: make_step(lm, 2e-2) for name, lm in variants.items()}
-    for name, step in steps.items():
-        for _ in range(args.warmup):
-            step(batch)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who goes first
-        for name in order:
-            times[name].append(time_steps(steps[name], batch, args.steps, args.device))
-        log.info("round %d: %s", r, {k: round(v[-1], 3) for k, v in times.items()})
-    tokens = args.batch * (args.source + args.target)
-    result: dict = {
-        "benchmark": "p-tuning v2 training step, ours vs PEFT PrefixTuning",
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch_threads": torch.get_num_threads(), "device": args.device,
-                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-        "setting": {"model": args.model, "batch": args.batch, "source": args.source, "target": args.target,
-                    "pre_seq_len": args.pre_seq_len, "projection": args.projection, "dtype": args.dtype},
-        "seconds_per_step": {k: statistics.median(v) for k, v in times.items()},
-        "all_seconds_per_step": times,
-    }
-    result["tokens_per_s"] = {k: tokens / v for k, v in result["seconds_per_step"].items()}
-    result["speed_ratio_ours_over_peft"] = result["tokens_per_s"]["ours"] / result["tokens_per_s"]["peft"]
+    result = {"benchmark": f"{args.method} training step, ours vs PEFT {PEFT_NAMES[args.method]}",
+              "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(args),
+              "setting": setting(args), **time_method(args, model, args.method)}
     if not args.no_memory:
-        del variants, steps
         result["step_memory_mib"] = {name: peak_memory_alone(args, name) for name in ("ours", "peft")}
         result["step_memory_ratio_peft_over_ours"] = result["step_memory_mib"]["peft"] / result["step_memory_mib"]["ours"]
     write_json(args.out, result)

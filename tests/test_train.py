@@ -182,7 +182,7 @@ def test_nested_config_sections_and_method_name_are_validated(tmp_path):
     cfg = load_config(TrainConfig, TINY_YAML, ["optim.max_steps=7", "method.ptuning_v2.pre_seq_len=3"])
     assert cfg.optim.max_steps == 7 and cfg.method.settings.pre_seq_len == 3 and cfg.engine.name == "torch"
     with pytest.raises(ConfigError, match="method.name"):
-        load_config(TrainConfig, TINY_YAML, ["method.name=lora"])
+        load_config(TrainConfig, TINY_YAML, ["method.name=adapter_x"])
     with pytest.raises(ConfigError, match="max_steps"):
         load_config(TrainConfig, TINY_YAML, ["max_steps=7"])  # the old flat key is an unknown key now
 

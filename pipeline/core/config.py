@@ -127,7 +127,13 @@ def build_dataclass(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     ]
     if missing:
         raise ConfigError(f"missing required key(s): {', '.join(missing)}", key=missing[0])
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a dataclass's own check (__post_init__): exit 2 naming its section
+        if isinstance(exc, ConfigError):
+            raise
+        section = prefix.rstrip(".") or cls.__name__
+        raise ConfigError(f"{section}: {exc}", key=prefix + next(iter(kwargs), "")) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -11,6 +11,10 @@ One training example is ``source + target``:
   (the ChatGLM ptuning recipe: ``b_ids[: max_target_length - 1] + [eos]``).
 * **labels** = -100 on the source and on padding; the loss is on response tokens and EOS only.
 
+With the ``cls_head`` option (``classify=True``) an example is the **source only** plus
+``class_labels``: the gold label index per intent level (from the row's ``label``; -100 when missing),
+which the heads learn from the prompt's last token.
+
 Batches are right-padded to the longest row (dynamic padding). :class:`BatchSampler` fixes
 the micro-batch order of every epoch from ``(seed, epoch)`` alone, so a resumed run replays
 exactly the same batches from the saved ``(epoch, position)``.
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.methods.cls_head import class_label_ids
 from pipeline.models.lm import encode_chat_prompt
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,8 @@ class Example:
     sample_id: str
     truncated_source: bool = False
     truncated_target: bool = False
+    # cls_head training: gold label index per intent level (-100 = none); None for language-model examples
+    class_labels: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -85,9 +92,16 @@ def encode_example(
     max_source_len: int = 256,
     max_target_len: int = 128,
     truncation_side: str = "left",
+    classify: bool = False,
 ) -> Example:
-    """Tokenise one prompts-stage row into ``input_ids`` / ``labels`` (labels -100 on the source)."""
+    """Tokenise one prompts-stage row into ``input_ids`` / ``labels`` (labels -100 on the source).
+
+    ``classify``: the source only, with the row's gold labels as ``class_labels`` (cls_head training).
+    """
     src, cut_src = encode_source(tokenizer, row["prompt"], max_source_len, truncation_side)
+    if classify:
+        return Example(src, [IGNORE_INDEX] * len(src), str(row.get("sample_id", "")), cut_src, False,
+                       class_label_ids(row.get("label")))
     tgt, cut_tgt = encode_target(tokenizer, row["response"], max_target_len)
     return Example(src + tgt, [IGNORE_INDEX] * len(src) + tgt, str(row.get("sample_id", "")), cut_src, cut_tgt)
 
@@ -98,11 +112,13 @@ def encode_rows(
     max_source_len: int = 256,
     max_target_len: int = 128,
     truncation_side: str = "left",
+    classify: bool = False,
 ) -> list[Example]:
-    """Tokenise every row; logs how many sources / targets were truncated."""
+    """Tokenise every row (``classify``: cls_head examples); logs how many sources / targets were truncated."""
     if truncation_side not in ("left", "right"):
         raise ValueError(f"truncation_side must be left or right, got {truncation_side!r}")
-    examples = [encode_example(tokenizer, r, max_source_len, max_target_len, truncation_side) for r in rows]
+    examples = [encode_example(tokenizer, r, max_source_len, max_target_len, truncation_side, classify)
+                for r in rows]
     n_src = sum(e.truncated_source for e in examples)
     n_tgt = sum(e.truncated_target for e in examples)
     if n_src or n_tgt:
@@ -115,7 +131,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     """Right-pad to the longest row.
 
     Returns ``input_ids`` ``(B, T)`` (pad = ``pad_id``), ``attention_mask`` ``(B, T)`` (1 = real) and
-    ``labels`` ``(B, T)`` (-100 on the prompt and on padding).
+    ``labels`` ``(B, T)`` (-100 on the prompt and on padding); for cls_head examples also
+    ``class_labels`` ``(B, levels)``.
     """
     width = max(len(e) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -126,7 +143,10 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
         ids[i, :n] = torch.tensor(e.input_ids)
         mask[i, :n] = 1
         labels[i, :n] = torch.tensor(e.labels)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if examples[0].class_labels is not None:
+        batch["class_labels"] = torch.tensor([e.class_labels for e in examples], dtype=torch.long)
+    return batch
 
 
 class BatchSampler:

@@ -259,12 +259,8 @@ class TorchEngine(Engine):
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state(self, ckpt_dir: Path, state: dict[str, Any]) -> None:
-        """Restore the prefix weights (``prefix.safetensors``) and what :meth:`save_state` returned."""
-        from safetensors.torch import load_file
-
-        from pipeline.methods.ptuning_v2 import PREFIX_WEIGHTS
-
-        self.lm.prefix.load_state_dict(load_file(str(Path(ckpt_dir) / PREFIX_WEIGHTS)))
+        """Restore the method's weights (its safetensors files) and what :meth:`save_state` returned."""
+        self.lm.load_adapter_weights(ckpt_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -301,11 +297,12 @@ class DeepSpeedEngine(Engine):
         self.ds_config = fill_deepspeed_config(raw, optim, dtype=dtype, on_gpu=on_gpu, world_size=self.world_size)
         self.zero_stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
         params = list(lm.trainable_parameters())
-        if self.zero_stage == 3 and getattr(lm, "prefix", None) is not None:
-            # ZeRO-3 gathers a module's own parameters when its forward runs; the prefix encoder reads
-            # its child embedding's weight without calling the child, so register it on the encoder
-            for p in lm.prefix.parameters():
-                deepspeed.zero.register_external_parameter(lm.prefix, p)
+        for module in (getattr(lm, "prefix", None), getattr(lm, "prompt", None)):
+            if self.zero_stage == 3 and module is not None:
+                # ZeRO-3 gathers a module's own parameters when its forward runs; prefix / prompt encoders read
+                # their child embedding's weight without calling the child, so register it on the encoder
+                for p in module.parameters():
+                    deepspeed.zero.register_external_parameter(module, p)
         optimizer = scheduler = None
         if "optimizer" not in self.ds_config:
             optimizer = build_optimizer(params, optim)
@@ -390,7 +387,7 @@ class DeepSpeedEngine(Engine):
             return
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(self.engine.module.prefix.parameters()), modifier_rank=None):
+        with deepspeed.zero.GatheredParameters(list(self.engine.module.trainable_parameters()), modifier_rank=None):
             yield
 
 

@@ -146,6 +146,24 @@ def generate_timed(
     return results  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------------------------------------ cls heads
+@torch.no_grad()
+def head_probabilities(lm: PrefixLM, tokenizer: Any, prompts: Sequence[str],
+                       batch_size: int = 8) -> list[dict[str, dict[str, float]]]:
+    """Per prompt ``{level: {label: p}}`` from the cls heads over the chat-formatted prompt's last token."""
+    from pipeline.methods.cls_head import probabilities
+
+    encoded = [encode_chat_prompt(tokenizer, p) for p in prompts]
+    pad_id = pad_token_id(tokenizer)
+    out: list[dict[str, dict[str, float]] | None] = [None] * len(prompts)
+    with eval_mode(lm):
+        for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
+            ids, mask = pad_left([encoded[i] for i in batch], pad_id, lm.device)
+            for i, probs in zip(batch, probabilities(lm.head_logits(ids, mask))):
+                out[i] = probs
+    return out  # type: ignore[return-value]
+
+
 # -------------------------------------------------------------------------------------------- scoring
 @torch.no_grad()
 def score_ids(
@@ -213,5 +231,6 @@ def score_candidates(
     return scores
 
 
-__all__ = ["eos_token_ids", "generate", "generate_ids", "generate_timed", "length_sorted_batches", "pad_left",
+__all__ = ["eos_token_ids", "generate", "generate_ids", "generate_timed", "head_probabilities",
+           "length_sorted_batches", "pad_left",
            "pad_right", "score_candidates", "score_ids"]

@@ -1,4 +1,18 @@
-"""P-Tuning v2 around a frozen Hugging Face causal LM: :class:`PrefixLM`, :func:`load_model`, the chat format.
+"""A frozen Hugging Face causal LM plus one tuning method: :class:`PrefixLM`, :func:`load_model`, the chat format.
+
+Every method of :mod:`pipeline.methods` runs through the same class and the same call path
+(``new_cache`` / ``extend_mask`` / ``position_offset`` / ``call_base``), so generation, label scoring and
+training need no per-method code:
+
+* **key/value methods** (``ptuning_v2``, ``prefix_tuning``): the prefix encoder gives every layer's
+  key/values directly;
+* **input-layer methods** (``prompt_tuning``, ``ptuning_v1``): the virtual-token embeddings ``(P, hidden)``
+  run once through the frozen model at positions ``0..P-1`` and *their* key/values fill the same prefix
+  cache. Causal attention makes that exactly PEFT's "concatenate the prompt to the input embeddings"
+  (virtual tokens never see real ones), but the virtual tokens are computed once per forward instead of
+  once per row, with gradients flowing back through the frozen layers into the prompt;
+* **LoRA**: the adapted linears sit inside the base model; no virtual tokens (``pre_seq_len == 0``);
+* **cls_head** (any method): :meth:`PrefixLM.head_logits` reads the prompt's last hidden state.
 
 How the prefix reaches the model
 --------------------------------
@@ -32,6 +46,7 @@ identical loss and gradients, ~1.2-1.3x the training tokens/s of PEFT on SmolLM2
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from pathlib import Path
@@ -41,16 +56,18 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from pipeline.methods.base import ArchFacts, arch_facts
-from pipeline.methods.ptuning_v2 import (
-    KeyValues,
-    PrefixConfig,
-    PrefixEncoder,
-    StaticPrefix,
-    export_static_prefix,
-    load_prefix,
-    save_prefix,
+from pipeline.methods import (
+    Adapters,
+    MethodConfig,
+    build_adapters,
+    export_static,
+    load_adapter_weights,
+    load_adapters,
+    none_adapters,
+    save_adapters,
 )
+from pipeline.methods.base import ArchFacts, arch_facts
+from pipeline.methods.ptuning_v2 import KeyValues, PrefixConfig, PrefixEncoder, StaticPrefix, expand_key_values
 from pipeline.models.store import resolve_model_dir
 from pipeline.models.tokenizer import load_tokenizer
 
@@ -124,18 +141,29 @@ def positions_from_mask(attention_mask: torch.Tensor, offset: int = 0) -> torch.
     return pos.clamp_(min=0) + offset
 
 
+@dataclasses.dataclass
+class ClassOutput:
+    """Output of a cls_head forward: mean cross-entropy over levels and the heads' logits ``{level: (B, n)}``."""
+
+    loss: torch.Tensor
+    class_logits: dict[str, torch.Tensor]
+
+
 # ------------------------------------------------------------------------------------------- PrefixLM
 class PrefixLM(nn.Module):
-    """A frozen causal LM plus a trainable P-Tuning v2 prefix.
+    """A frozen causal LM plus the trainable part of one tuning method (:class:`~pipeline.methods.Adapters`).
 
     Args:
         model: any HF causal LM (Llama, Qwen2, GLM, GLM-4, GPT-2, converted ChatGLM ...). Every
             base weight gets ``requires_grad=False`` and the base stays in eval mode (no dropout).
-        prefix_config: builds a fresh :class:`PrefixEncoder` (``pre_seq_len=0`` or None = no prefix).
-        prefix: an existing :class:`PrefixEncoder` / :class:`StaticPrefix` (overrides ``prefix_config``).
+        prefix_config: P-Tuning v2 shortcut: builds a fresh :class:`PrefixEncoder` (``pre_seq_len=0`` or
+            None = no prefix).
+        prefix: P-Tuning v2 shortcut: an existing :class:`PrefixEncoder` / :class:`StaticPrefix`.
         supervised_logits_only: default of the same-named :meth:`forward` argument. True: a forward
             *with labels* projects only the supervised positions onto the vocabulary (same loss and
             gradients, ~1.3x faster SFT steps; ``logits`` is then ``(N, vocab)``).
+        adapters: any method's adapters (:func:`pipeline.methods.build_adapters` / ``load_adapters``; LoRA
+            already injected into ``model``); overrides ``prefix_config`` / ``prefix``.
     """
 
     def __init__(
@@ -144,32 +172,48 @@ class PrefixLM(nn.Module):
         prefix_config: PrefixConfig | None = None,
         prefix: PrefixEncoder | StaticPrefix | None = None,
         supervised_logits_only: bool = True,
+        adapters: Adapters | None = None,
     ):
         super().__init__()
         self.model = model
         self.supervised_logits_only = supervised_logits_only
         self.facts: ArchFacts = arch_facts(model.config)
-        if prefix is None and prefix_config is not None and prefix_config.pre_seq_len > 0:
-            prefix = PrefixEncoder(prefix_config, self.facts)
-        if prefix is not None:
-            prefix.to(next(model.parameters()).device)  # device only: the prefix keeps its own (float32) dtype
-        self.prefix = prefix
-        self.prefix_config = prefix.config if prefix is not None else (prefix_config or PrefixConfig(pre_seq_len=0))
+        if adapters is None:
+            if prefix is None and prefix_config is not None and prefix_config.pre_seq_len > 0:
+                prefix = PrefixEncoder(prefix_config, self.facts)
+            adapters = none_adapters() if prefix is None and prefix_config is None else Adapters(
+                "ptuning_v2", prefix.config if prefix is not None else prefix_config, prefix=prefix)
         for p in self.model.parameters():
             p.requires_grad_(False)
+        device = next(model.parameters()).device
+        for module in adapters.modules():  # device only: adapters keep their own (float32) dtype
+            module.to(device)
+            module.requires_grad_(True)
+        self.adapters, self.method = adapters, adapters.method
+        self.prefix, self.prompt, self.lora, self.cls_head = (adapters.prefix, adapters.prompt, adapters.lora,
+                                                              adapters.cls_head)
+        self.prefix_config = self.prefix.config if self.prefix is not None else (
+            prefix_config if adapters.method == "ptuning_v2" and prefix_config is not None
+            else PrefixConfig(pre_seq_len=0))
         self._cache_kwarg = cache_kwarg_name(model)
+        self._decoder = getattr(model, "base_model", model)
+        self._decoder_cache_kwarg = cache_kwarg_name(self._decoder)
         self._checkpointing = False
         self.train(False)
 
     # -- facts
     @property
     def pre_seq_len(self) -> int:
-        """Number of virtual tokens actually in use (0 without a prefix)."""
-        return self.prefix.config.pre_seq_len if self.prefix is not None else 0
+        """Number of virtual tokens actually in use (0 without a prefix, with LoRA, or for the base model)."""
+        if self.prefix is not None:
+            return self.prefix.config.pre_seq_len
+        return self.prompt.config.pre_seq_len if self.prompt is not None else 0
 
     @property
     def position_offset(self) -> int:
-        """Position of the first real token (see the module docstring)."""
+        """Position of the first real token (see the module docstring): after input-layer virtual tokens always."""
+        if self.prompt is not None:
+            return self.pre_seq_len
         return self.pre_seq_len if self.prefix_config.positions_after_prefix else 0
 
     @property
@@ -186,14 +230,16 @@ class PrefixLM(nn.Module):
         return next(self.model.parameters()).dtype
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The prefix parameters (empty for a base model or a static prefix)."""
+        """The method's parameters (empty for a base model or a static prefix)."""
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- modes
     def train(self, mode: bool = True) -> PrefixLM:
-        """Train the prefix; the base model stays in eval mode (its dropout off) whatever ``mode`` is."""
+        """Train the adapters; the base model stays in eval mode (its dropout off) whatever ``mode`` is."""
         super().train(mode)
         self.model.eval()
+        if self.lora is not None:  # the LoRA branches live inside the base model: their dropout follows ``mode``
+            self.lora.train(mode)
         if self._checkpointing:
             self._mark_checkpoint_layers(mode)
         return self
@@ -224,9 +270,33 @@ class PrefixLM(nn.Module):
     # -- building blocks (used by pipeline.models.generation too)
     def prefix_key_values(self, batch_size: int) -> KeyValues | None:
         """Per-layer prefix ``(key, value)``, each ``(batch_size, kv_heads, P, head_dim)``; None without prefix."""
-        if self.prefix is None:
-            return None
-        return self.prefix.key_values(batch_size, dtype=self.dtype)
+        if self.prefix is not None:
+            return self.prefix.key_values(batch_size, dtype=self.dtype)
+        if self.prompt is not None:
+            return self.prompt_key_values(batch_size)
+        return None
+
+    def prompt_key_values(self, batch_size: int) -> KeyValues:
+        """Every layer's key/values of the input-layer virtual tokens, ``(batch_size, kv_heads, P, head_dim)`` views.
+
+        The prompt embeddings ``(1, P, hidden)`` run once through the frozen decoder at positions ``0..P-1``
+        (differentiable: gradients reach the prompt through the frozen layers). Gradient checkpointing is
+        paused for this short pass: a replay would append to the cache being filled.
+        """
+        emb = self.prompt().to(self.dtype).unsqueeze(0)  # (1, P, hidden)
+        p = emb.shape[1]
+        cache = DynamicCache()
+        positions = torch.arange(p, device=emb.device).unsqueeze(0)
+        if self._checkpointing:
+            self._mark_checkpoint_layers(False)
+        try:
+            self._decoder(inputs_embeds=emb, attention_mask=torch.ones(1, p, dtype=torch.long, device=emb.device),
+                          position_ids=positions, use_cache=True, **{self._decoder_cache_kwarg: cache})
+        finally:
+            if self._checkpointing:
+                self._mark_checkpoint_layers(self.training)
+        pairs = [(layer.keys, layer.values) for layer in cache.layers[: self.facts.num_layers]]
+        return expand_key_values(pairs, batch_size)
 
     def new_cache(self, batch_size: int, read_only: bool = False) -> DynamicCache | None:
         """A cache holding the prefix (computed once here), or an empty ``DynamicCache`` without prefix."""
@@ -255,15 +325,39 @@ class PrefixLM(nn.Module):
             kwargs[self._cache_kwarg] = cache
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
 
+    def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final hidden state ``(B, hidden)`` of each row's last real token (any padding side), with the method."""
+        cache = self.new_cache(input_ids.shape[0], read_only=True)
+        positions = positions_from_mask(attention_mask, self.position_offset)
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if cache is not None:
+            kwargs[self._decoder_cache_kwarg] = cache
+        out = self._decoder(input_ids=input_ids, attention_mask=self.extend_mask(attention_mask),
+                            position_ids=positions, **kwargs)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (B, T, hidden)
+        t = attention_mask.shape[1]
+        last = t - 1 - attention_mask.long().flip(1).argmax(1)  # index of each row's last 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def head_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The cls heads' logits ``{level: (B, n_labels)}`` over the prompt's last token."""
+        if self.cls_head is None:
+            raise ValueError("this model has no cls_head")
+        return self.cls_head(self.last_hidden(input_ids, attention_mask))
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         supervised_logits_only: bool | None = None,
+        class_labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Full-sequence forward with the prefix.
+        """Full-sequence forward with the method.
+
+        With ``class_labels`` ``(B, levels)`` (cls_head training; -100 = no gold) the output is the heads'
+        ``loss`` (mean cross-entropy over levels) and ``class_logits`` ``{level: (B, n)}``; ``labels`` is ignored.
 
         Args:
             input_ids: ``(B, T)``; attention_mask: ``(B, T)`` (1 = real token; None = all real);
@@ -282,6 +376,9 @@ class PrefixLM(nn.Module):
             supervised_logits_only = self.supervised_logits_only
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if class_labels is not None:
+            logits = self.head_logits(input_ids, attention_mask)
+            return ClassOutput(loss=self.cls_head.loss(logits, class_labels), class_logits=logits)
         position_ids = kwargs.pop("position_ids", None)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, self.position_offset)
@@ -312,17 +409,22 @@ class PrefixLM(nn.Module):
         return out
 
     # -- persistence
-    def save_prefix(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
-        """Write ``prefix.safetensors`` + ``prefix_config.json`` (encoder weights only)."""
-        if not isinstance(self.prefix, PrefixEncoder):
-            raise ValueError("only a trainable PrefixEncoder can be saved with save_prefix")
-        return save_prefix(self.prefix, out_dir, extra)
+    def save_adapter(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
+        """Write the method's trained weights + method JSON (+ heads): see :func:`pipeline.methods.save_adapters`."""
+        return save_adapters(self.adapters, out_dir, self.facts, extra)
+
+    #: the historical name (P-Tuning v2 only had a prefix)
+    save_prefix = save_adapter
+
+    def load_adapter_weights(self, folder: str | Path) -> None:
+        """Reload this method's trained weights from a checkpoint folder of the same run (resume)."""
+        load_adapter_weights(self.adapters, folder)
 
     def export_static_prefix(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
         """Write the computed key/values (``prefix_static.safetensors``) for encoder-free inference."""
-        if not isinstance(self.prefix, PrefixEncoder):
-            raise ValueError("export_static_prefix needs a PrefixEncoder")
-        return export_static_prefix(self.prefix, out_dir, extra)
+        if isinstance(self.prefix, StaticPrefix) or self.prefix is None:
+            raise ValueError("export_static_prefix needs a trainable ptuning_v2 / prefix_tuning encoder")
+        return export_static(self.adapters, out_dir, extra)
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -346,28 +448,34 @@ def load_model(
     prefix_config: PrefixConfig | None = None,
     dtype: str = "float32",
     device: str = "cpu",
+    method: MethodConfig | None = None,
 ) -> tuple[PrefixLM, Any]:
     """Load a model spec (``smollm2`` | ``tiny:<name>`` | folder) as a :class:`PrefixLM` plus tokenizer.
 
-    * ``prefix_dir``: a train checkpoint folder (``prefix.safetensors`` or a static export);
-    * else ``prefix_config`` with ``pre_seq_len > 0``: a freshly initialised encoder (training);
+    The one loader for every method:
+
+    * ``prefix_dir``: a train checkpoint folder of any method (its method JSON says which; a static export
+      too); a checkpoint made for another base model is an exit-2 DataError;
+    * else ``method``: fresh adapters of the selected method (training);
+    * else ``prefix_config`` with ``pre_seq_len > 0``: a fresh P-Tuning v2 encoder;
     * else the bare base model, still wrapped (``pre_seq_len == 0``) so every call path is the same.
 
-    The prefix parameters stay float32 whatever ``dtype`` the base model gets (cast per forward).
+    The adapter parameters stay float32 whatever ``dtype`` the base model gets (cast per forward).
     """
     model_dir = resolve_model_dir(spec)
     model = load_base_model(model_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(model_dir)
-    prefix = None
+    facts = arch_facts(model.config)
+    adapters = None
     if prefix_dir is not None:
-        if prefix_config is not None:
-            log.warning("prefix_dir given: ignoring prefix_config %s", prefix_config)
-        prefix = load_prefix(prefix_dir, arch_facts(model.config))
-    lm = PrefixLM(model, prefix_config=prefix_config, prefix=prefix)
-    if lm.prefix is not None:
-        lm.prefix.to(device)
-    log.info("loaded %s (%s) with %d virtual tokens, %d trainable parameters",
-             spec, type(model).__name__, lm.pre_seq_len, sum(p.numel() for p in lm.trainable_parameters()))
+        if prefix_config is not None or method is not None:
+            log.warning("prefix_dir given: ignoring the method settings passed along")
+        adapters = load_adapters(prefix_dir, model, facts)
+    elif method is not None:
+        adapters = build_adapters(method, model, facts)
+    lm = PrefixLM(model, prefix_config=prefix_config, adapters=adapters)
+    log.info("loaded %s (%s) with method %s, %d virtual tokens, %d trainable parameters", spec,
+             type(model).__name__, lm.method, lm.pre_seq_len, sum(p.numel() for p in lm.trainable_parameters()))
     return lm, tokenizer
 
 

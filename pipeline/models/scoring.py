@@ -14,6 +14,9 @@
   For the **CoT** variant the answer line is scored directly after the prompt, skipping the
   rationale the model would first write: score mode then measures the model's answer prior
   without its own reasoning (generation mode measures the full CoT behaviour).
+* **cls heads** (a model trained with ``method.cls_head: true``): both modes answer from the heads'
+  per-level probabilities over the prompt's last token (:func:`head_rows`); the language model itself
+  was not trained to write the answer, so its generation would say nothing about the method.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ if TYPE_CHECKING:
 from pipeline.core.answer import format_answer, parse_answer
 from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
 from pipeline.methods.base import eval_mode
-from pipeline.models.generation import generate_timed, length_sorted_batches, pad_left, pad_right, score_ids
+from pipeline.models.generation import (
+    generate_timed,
+    head_probabilities,
+    length_sorted_batches,
+    pad_left,
+    pad_right,
+    score_ids,
+)
 from pipeline.models.lm import encode_chat_prompt, positions_from_mask
 from pipeline.models.tokenizer import pad_token_id
 
@@ -214,6 +224,21 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
     return list(zip(parsed, probs))
 
 
+def has_cls_head(lm: Any) -> bool:
+    """Whether ``lm`` answers from trained classification heads."""
+    return getattr(lm, "cls_head", None) is not None
+
+
+def head_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
+              batch_size: int = 8) -> list[dict[str, Any]]:
+    """The cls heads' answers: per row ``{"parsed", "probs", "output"}`` as :func:`score_rows` returns them."""
+    rows = []
+    for probs, lang in zip(head_probabilities(lm, tokenizer, prompts, batch_size), langs):
+        parsed = {lvl: max(p, key=p.get) for lvl, p in probs.items()}
+        rows.append({"parsed": parsed, "probs": probs, "output": format_scored(parsed, lang)})
+    return rows
+
+
 def score_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
                batch_size: int = 8, candidate: CandidateFn = answer_candidate) -> list[dict[str, Any]]:
     """Label-score every prompt; returns per row ``{"parsed": {level: label}, "probs": {level: {label: p}}, "output"}``.
@@ -222,8 +247,12 @@ def score_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[
     is reused for the three levels (:func:`_score_levels_batch`). ``candidate`` builds each level's
     reply texts (default :func:`answer_candidate`; PET-style cloze passes
     :func:`pipeline.methods.pet.cloze_candidate`). ``output`` is always the answer line of the labels.
+    A model with cls heads answers from them.
     """
     import torch
+
+    if has_cls_head(lm):
+        return head_rows(lm, tokenizer, prompts, langs, batch_size)
 
     n = len(prompts)
     results: list[tuple[dict[str, str], dict[str, dict[str, float]]] | None] = [None] * n
@@ -274,7 +303,12 @@ def format_scored(parsed: dict[str, str], lang: str) -> str:
 
 def generate_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
                   batch_size: int = 8, max_new_tokens: int = 128) -> list[dict[str, Any]]:
-    """Greedy replies, parsed; per row ``{"output", "parsed", "latency_s"}``."""
+    """Greedy replies, parsed; per row ``{"output", "parsed", "latency_s"}`` (cls heads: their answer line)."""
+    if has_cls_head(lm):
+        t0 = time.perf_counter()
+        rows = head_rows(lm, tokenizer, prompts, langs, batch_size)
+        lat = (time.perf_counter() - t0) / max(len(rows), 1)
+        return [{**r, "latency_s": lat} for r in rows]
     replies = generate_timed(lm, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size)
     return [{"output": text, "parsed": parse_answer(text, lang), "latency_s": lat}
             for (text, lat), lang in zip(replies, langs)]
@@ -320,5 +354,5 @@ def benchmark_throughput(lm: Any, tokenizer: Any, prompts: Sequence[str], langs:
 
 
 __all__ = ["CandidateFn", "answer_candidate", "candidate_block", "softmax", "answer_rows", "benchmark_throughput",
-           "format_scored", "generate_rows", "score_group",
+           "format_scored", "generate_rows", "has_cls_head", "head_rows", "score_group",
            "score_rows", "score_rows_per_level", "shared_token_prefix"]

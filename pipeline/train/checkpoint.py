@@ -1,7 +1,8 @@
 """Checkpoint folders of the train stage: write atomically, verify, find, resume from (same run only), prune.
 
 A folder (``checkpoints/step-N``, ``best``, ``final``) holds the method's files (``prefix.safetensors``
-+ ``prefix_config.json``), ``train_config.json`` and, for step checkpoints, ``trainer_state.pt``
++ ``prefix_config.json`` for ptuning_v2, ``adapter.safetensors`` + ``adapter_config.json`` for the other
+methods, ``cls_head.safetensors`` with the heads), ``train_config.json`` and, for step checkpoints, ``trainer_state.pt``
 (step, data position, RNG states, best-so-far, engine state) plus the engine's own files
 (DeepSpeed: ``deepspeed/``). ``checkpoint.json`` is written last: the run's fingerprint, the facts
 it hashes, and the sha256 of every other file of the folder.
@@ -71,6 +72,7 @@ def run_facts(cfg: TrainConfig, dtype: str) -> dict[str, Any]:
              if not any(k == n or k.startswith(n + ".") for n in NOT_FINGERPRINTED)}
     facts["model.dtype"] = dtype
     facts["method.name"] = cfg.method.name
+    facts["method.cls_head"] = cfg.method.cls_head
     facts.update(_flatten(config_to_dict(cfg.method.settings), f"method.{cfg.method.name}"))
     for split in ("train", "dev"):
         path = split_file(cfg, split)
@@ -306,7 +308,7 @@ def save_checkpoint(lm: Any, engine: Engine, final: Path, cfg: TrainConfig, extr
     barrier()
     with engine.gathered_prefix():
         if rank == 0:
-            lm.save_prefix(tmp, extra=extra)
+            lm.save_adapter(tmp, extra=extra)
             if static:
                 lm.export_static_prefix(tmp / "static", extra=extra)
     if state is not None:

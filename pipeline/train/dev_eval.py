@@ -19,12 +19,16 @@ from pipeline.models.scoring import score_rows
 
 @torch.no_grad()
 def dev_loss(lm: torch.nn.Module, examples: Sequence[Example], pad_id: int, batch_size: int) -> float:
-    """Token-weighted mean loss over ``examples`` (response tokens only)."""
+    """Token-weighted mean loss over ``examples`` (response tokens only; cls_head examples: row-weighted
+    cross-entropy of the heads)."""
     total, count = 0.0, 0
     with eval_mode(lm):
         for i in range(0, len(examples), batch_size):
             batch = {k: v.to(lm.device) for k, v in collate(examples[i: i + batch_size], pad_id).items()}
-            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # HF shifts labels by one
+            if "class_labels" in batch:
+                n = batch["class_labels"].shape[0]
+            else:
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # HF shifts labels by one
             total += float(lm(**batch).loss) * n
             count += n
     return total / max(count, 1)
@@ -34,7 +38,7 @@ def dev_answers(lm: torch.nn.Module, tokenizer: Any, rows: Sequence[dict[str, An
                 batch_size: int) -> list[dict[str, str | None]]:
     """Each row's labels per level: greedy generation parsed (``generate``) or label scoring (``score``)."""
     prompts = [r["prompt"] for r in rows]
-    if mode == "score":
+    if mode == "score" or getattr(lm, "cls_head", None) is not None:  # heads answer in either mode
         with eval_mode(lm):
             scored = score_rows(lm, tokenizer, prompts, [r.get("lang") or "en" for r in rows], batch_size=batch_size)
         return [s["parsed"] for s in scored]

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pipeline.core.config import ConfigError
 from pipeline.core.io import fault_point, load_jsonl, write_json, write_jsonl
 from pipeline.core.stage import StageResult
-from pipeline.methods.ptuning_v2 import init_prefix_from_text
+from pipeline.methods import TEXT_INIT_METHODS, init_adapters_from_text
 from pipeline.models.data import BatchSampler, Example, collate, encode_rows
 from pipeline.models.engines import build_engine
 from pipeline.models.lm import load_model
@@ -63,21 +63,22 @@ def load_examples(cfg: TrainConfig, tokenizer: Any) -> tuple[list[Example], list
                                                                  allow_empty=False)]
                             for split, limit in (("train", cfg.data.max_train_rows), ("dev", cfg.data.max_dev_rows)))
     enc = dict(max_source_len=cfg.data.max_source_len, max_target_len=cfg.data.max_target_len,
-               truncation_side=cfg.data.truncation_side)
+               truncation_side=cfg.data.truncation_side, classify=cfg.method.cls_head)
     return encode_rows(tokenizer, train_rows, **enc), train_rows, encode_rows(tokenizer, dev_rows, **enc), dev_rows
 
 
 def init_prefix(lm: Any, tokenizer: Any, cfg: TrainConfig) -> None:
-    """Apply a text init (``method.ptuning_v2.init: text``) to the fresh prefix; a resume overwrites it later."""
+    """Apply a text init (``method.<ptuning_v2|prompt_tuning>.init: text``) to the fresh adapters; a resume
+    overwrites it later."""
     settings = cfg.method.settings
-    if getattr(settings, "init", "random") != "text":
+    if cfg.method.name not in TEXT_INIT_METHODS or getattr(settings, "init", "random") != "text":
         return
     ids = tokenizer(settings.init_text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ConfigError(f"method.{cfg.method.name}.init_text encodes to no tokens",
                           key=f"method.{cfg.method.name}.init_text")
-    init_prefix_from_text(lm.prefix, lm.model, ids)
-    log.info("prefix initialised from %d text tokens (cycled to %d)", len(ids), settings.pre_seq_len)
+    init_adapters_from_text(lm.adapters, lm.model, ids)
+    log.info("%s initialised from %d text tokens (cycled to %d)", cfg.method.name, len(ids), settings.pre_seq_len)
 
 
 class TrainRecipe:
@@ -102,8 +103,7 @@ class TrainRecipe:
         self.facts = ckpt.run_facts(cfg, self.dtype)
         plan = ckpt.plan_resume(cfg, self.facts)
         seed_everything(cfg.seed)  # the fresh prefix init is seeded too
-        lm, self.tokenizer = load_model(cfg.model.spec, prefix_config=cfg.method.settings, dtype=self.dtype,
-                                        device=self.device)
+        lm, self.tokenizer = load_model(cfg.model.spec, method=cfg.method, dtype=self.dtype, device=self.device)
         init_prefix(lm, self.tokenizer, cfg)
         if cfg.model.gradient_checkpointing:
             lm.gradient_checkpointing_enable()

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ArchFacts, eval_mode
+from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +284,14 @@ def export_static_prefix(
 
 
 def read_prefix_config(prefix_dir: str | Path) -> dict[str, Any]:
-    """The raw ``prefix_config.json`` of a checkpoint folder (DataError when missing/bad)."""
+    """The raw method JSON of a checkpoint folder (DataError when missing/bad).
+
+    ``prefix_config.json``; for a folder of a sibling method (``adapter_config.json``, see
+    :mod:`pipeline.methods`) that file, so shape checks work for any method.
+    """
     path = Path(prefix_dir) / PREFIX_CONFIG
+    if not path.exists() and (Path(prefix_dir) / ADAPTER_CONFIG).exists():
+        path = Path(prefix_dir) / ADAPTER_CONFIG
     if not path.exists():
         raise DataError(path, None, None, "prefix checkpoint has no prefix_config.json")
     try:
