@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
-from pipeline.core.taxonomy import LABELS, LEVELS
+from pipeline.core.taxonomy import DISPLAY, LABELS, LEVELS
 
 #: bump when a pattern or the verbalizer changes (part of the evaluate cache key via :func:`template_hash`)
 PET_VERSION = "pet-cloze-v1"
@@ -79,26 +79,8 @@ PATTERNS: dict[str, ClozePattern] = {
 #: words the prompts already use); a few are changed to the word a sentence would use (PET picks
 #: verbalizer words the LM knows in that position).
 VERBALIZER: dict[str, dict[str, str]] = {
-    "en": {
-        "hovering": "hovering", "flyby": "flyby", "fly_around": "fly-around", "approach": "approach",
-        "rendezvous": "rendezvous", "collision": "collision", "retreat": "retreat", "random": "random",
-        "docking": "docking", "refuelling": "refuelling", "repair": "repair", "grabbing": "grabbing",
-        "photographing": "photographing", "communication": "communication", "none": "none",
-        "detection": "detection", "surveillance": "surveillance", "interference": "interference",
-        "negotiation": "negotiation", "observation": "observation", "assistance": "assistance",
-        "deterrence": "deterrence", "support": "support", "experiment": "experiment", "attack": "attack",
-        "unclear": "unclear",
-    },
-    "zh": {
-        "hovering": "悬停", "flyby": "飞越", "fly_around": "绕飞", "approach": "接近",
-        "rendezvous": "交会", "collision": "撞击", "retreat": "撤离", "random": "随机",
-        "docking": "对接", "refuelling": "加注", "repair": "维修", "grabbing": "抓捕",
-        "photographing": "拍照", "communication": "通信", "none": "无操作",
-        "detection": "探测", "surveillance": "监视", "interference": "干扰",
-        "negotiation": "协商", "observation": "观测", "assistance": "协助",
-        "deterrence": "威慑", "support": "支援", "experiment": "试验", "attack": "攻击",
-        "unclear": "不明确",
-    },
+    lang: {**DISPLAY[lang], **changed}
+    for lang, changed in {"en": {}, "zh": {"none": "无操作"}}.items()  # "no operation": 无 alone reads as "nothing"
 }
 
 

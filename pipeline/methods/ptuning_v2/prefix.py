@@ -26,7 +26,6 @@ no encoder (and no projection MLP); :func:`load_prefix` reads either kind.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode
+from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode, read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -294,13 +293,7 @@ def read_prefix_config(prefix_dir: str | Path) -> dict[str, Any]:
         path = Path(prefix_dir) / ADAPTER_CONFIG
     if not path.exists():
         raise DataError(path, None, None, "prefix checkpoint has no prefix_config.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or "arch" not in data:
-        raise DataError(path, None, "arch", "missing the base-model shape facts")
-    return data
+    return read_json_config(path)
 
 
 def check_facts(saved: dict[str, Any], facts: ArchFacts, path: Path) -> None:
