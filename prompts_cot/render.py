@@ -224,15 +224,26 @@ def motion_trend(features: dict[str, Any], th: Thresholds | None = None) -> str:
     still moving, or inside the rendezvous range at rest, gets the more specific clause (the
     relabeller's thresholds).
     """
-    th = th or thresholds()
     key = _TREND_KEYS.get(str(features.get("range_trend"))) or _trend_from_numbers(features)
     if key in ("approaching", "constant"):
-        rf, vf = float(features["final_range_m"]), float(features["final_speed_mps"])
-        if rf <= th.rendezvous_range_m and vf <= th.rendezvous_speed_mps:
+        end = end_state(features, th)
+        if end == "rest":
             return "approaching_stops" if key == "approaching" else key
-        if rf <= th.contact_range_m and vf > th.rendezvous_speed_mps:
+        if end == "contact":
             return "approaching_contact"
     return key
+
+
+def end_state(features: dict[str, Any], th: Thresholds | None = None) -> str | None:
+    """How the track ends by the relabeller's thresholds: ``rest`` (within the rendezvous range, at most the
+    rendezvous speed), ``contact`` (within the contact range, faster), or None."""
+    th = th or thresholds()
+    rf, vf = float(features["final_range_m"]), float(features["final_speed_mps"])
+    if rf <= th.rendezvous_range_m and vf <= th.rendezvous_speed_mps:
+        return "rest"
+    if rf <= th.contact_range_m and vf > th.rendezvous_speed_mps:
+        return "contact"
+    return None
 
 
 def qualitative_motion(features: dict[str, Any], lang: str, clauses: bool = True) -> str:
@@ -300,11 +311,22 @@ def _ratio_value(num: float, den: float) -> str:
     return _ratio_text(float(num) / max(float(den), 1e-9))
 
 
+def radial_grade(radial_frac: float, th: Thresholds | None = None) -> str:
+    """``small`` / ``medium`` / ``large``: radial extent / closest range against the relabelling rules' flyby
+    (at most ``flyby_max_radial_frac``) and fly-around (at least ``fly_around_min_radial_frac``) bounds."""
+    th = th or thresholds()
+    if radial_frac <= th.flyby_max_radial_frac:
+        return "small"
+    return "large" if radial_frac >= th.fly_around_min_radial_frac else "medium"
+
+
 def compact_motion(features: dict[str, Any], opts: RenderOptions) -> str:
-    """The model-friendly motion line: trend words, manoeuvre count, closest range, the three unitless
-    ratios the relabelling rules compare (start/closest, end/closest, radial extent/closest) and the final
-    speed, e.g. ``closing, then opening, no burns; min 3025 m; start/min 2.75; end/min 2.71; radial/min 0.02;
-    speed 1.60 m/s``.
+    """The model-friendly motion line: trend words (with how the track ends, whatever the trend; for a
+    closing-and-opening arc that does not end at rest or contact, its path: passing by / around the station
+    by the radial ratio), manoeuvre count, then the closest range, the three unitless ratios the relabelling
+    rules compare (start/closest, end/closest, radial extent/closest) and the final speed, e.g. ``closing,
+    then opening, passing by, no burns; min 3025 m; start/min 2.75; end/min 2.71; radial/min 0.02; speed
+    1.60 m/s``.
 
     The ratios are unitless (units and notation perturbations leave them as they are); distances and speeds
     follow ``units``/``decimals``/``scientific`` like every other rendering.
@@ -316,8 +338,15 @@ def compact_motion(features: dict[str, Any], opts: RenderOptions) -> str:
     n = int(features.get("n_burns") or 0)
     burns = c["burns"][str(n)] if str(n) in c["burns"] else c["burns"]["n"].format(n=n)
     ext = list(features.get("extent_m") or [float("nan")] * 3)
+    key = motion_trend(features)
+    trend = t["rationale"]["trend_short"][key]
+    end = end_state(features)
+    if end is not None and key not in ("approaching_stops", "approaching_contact"):
+        trend += c["ends"][end]
+    elif key in ("approach_then_recede", "recede_then_approach"):
+        trend += c["path"][radial_grade(float(ext[0]) / max(rmin, 1e-9))]
     return c["motion"].format(
-        trend=t["rationale"]["trend_short"][motion_trend(features)],
+        trend=trend,
         burns=burns,
         rmin=_dist(rmin, opts),
         a=_ratio_value(features["initial_range_m"], rmin),

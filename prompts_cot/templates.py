@@ -98,6 +98,14 @@ TEMPLATES: dict[str, dict[str, Any]] = {
                 " speed {vf} {v_unit}{keepout}"
             ),
             "burns": {"0": "no burns", "1": "1 burn", "n": "{n} burns"},
+            # The rules' decisive splits said in words in the trend clause, where the model reads (see
+            # prompts_cot.render.compact_motion): how the track ends (rendezvous / collision, whatever the
+            # trend) and, for a closing-and-opening arc, its path against the flyby / fly-around radial
+            # bounds (radial_grade; "medium" adds nothing). Trained on the numbers alone, or on "small/large
+            # radial swing", the demo model never told flyby from fly-around (chance between the two), nor a
+            # rendezvous reached after an opening arc from a collision.
+            "ends": {"rest": ", ending at rest", "contact": ", ending at contact"},
+            "path": {"small": ", passing by", "medium": "", "large": ", around the station"},
             "keepout": "; keep-out entered",
         },
         "options": "Options:\n{lines}",
@@ -237,6 +245,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
                 "末速度{vf} {v_unit}{keepout}"
             ),
             "burns": {"0": "无机动", "1": "1次机动", "n": "{n}次机动"},
+            "ends": {"rest": "，最终静止", "contact": "，最终接触"},
+            "path": {"small": "，从旁掠过", "medium": "", "large": "，绕空间站"},
             "keepout": "；进入禁入球",
         },
         "options": "选项：\n{lines}",

@@ -12,6 +12,8 @@ from pipeline.models.lm import (
     SYSTEM_PROMPT,
     PrefixLM,
     build_chat_prompt,
+    set_system_prompt,
+    system_prompt_of,
     encode_chat_prompt,
     load_base_model,
     load_model,
@@ -222,6 +224,19 @@ def test_chat_prompt_uses_template_with_domain_system_prompt():
     assert ids == tok(text, add_special_tokens=False)["input_ids"]
 
 
+def test_system_prompt_travels_with_the_tokenizer():
+    """``""`` = an empty system turn (shortest), ``None`` = the template's own default; encode agrees."""
+    _, tok = load_model("tiny:llama", system_prompt="")
+    empty = build_chat_prompt(tok, "Q?")
+    assert SYSTEM_PROMPT not in empty and "<|im_start|>system\n<|im_end|>" in empty
+    set_system_prompt(tok, None)
+    default = build_chat_prompt(tok, "Q?")
+    assert "<|im_start|>system\n<|im_end|>" not in default and default.count("<|im_start|>system") == 1
+    assert system_prompt_of(tok) is None
+    set_system_prompt(tok, SYSTEM_PROMPT)
+    assert len(encode_chat_prompt(tok, "Q?")) > len(tok(empty, add_special_tokens=False)["input_ids"])
+
+
 def test_chat_prompt_glm_hook_and_plain_fallback():
     glm = _Tok()
     glm.build_glm_prompt = lambda p: f"[Round 1]\n\n问：{p}\n\n答："
@@ -276,3 +291,29 @@ def test_text_init_cycles_tokens_and_checks_its_settings():
         PrefixConfig(pre_seq_len=4, init="text")
     with pytest.raises(ValueError, match="prefix_projection"):
         PrefixConfig(pre_seq_len=4, init="text", init_text="x", prefix_projection=True)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_train_layers_trains_the_top_layers_and_stops_the_backward_there(bases, name):
+    """``train_layers: N``: same forward; only the top N layers' rows get gradients (equal to the full
+    prefix's), and no gradient is carried back through the layers below."""
+    full, top = make_lm(bases, name), make_lm(bases, name, train_layers=1)
+    n_layers = top.prefix.facts.num_layers
+    assert n_layers >= 2
+    ids, mask = batch()
+    labels = ids.masked_fill(mask == 0, -100)
+    assert torch.equal(full(ids, mask).logits, top(ids, mask).logits)
+    reached: list[int] = []
+    for i, layer in enumerate(top.model.model.layers):
+        layer.register_full_backward_hook(lambda *_, i=i: reached.append(i))
+    top(ids, mask, labels=labels).loss.backward()
+    assert reached == [n_layers - 1]
+    full(ids, mask, labels=labels).loss.backward()
+    g_top = top.prefix.embedding.weight.grad.view(P, n_layers, -1)
+    g_full = full.prefix.embedding.weight.grad.view(P, n_layers, -1)
+    assert g_top[:, : n_layers - 1].abs().sum() == 0 and g_top[:, -1].abs().sum() > 0
+    torch.testing.assert_close(g_top[:, -1], g_full[:, -1])
+    with pytest.raises(ValueError, match="train_layers"):
+        PrefixConfig(pre_seq_len=2, train_layers=0)
+    with pytest.raises(ValueError, match="exceeds"):
+        make_lm(bases, name, train_layers=n_layers + 1)

@@ -389,8 +389,12 @@ def test_compact_motion_quotes_the_ratios_the_rules_compare():
     assert f"start/min {f['initial_range_m'] / rmin:.2f}" in line
     assert f"end/min {f['final_range_m'] / rmin:.2f}" in line
     assert f"radial/min {f['extent_m'][0] / rmin:.2f}" in line
+    assert "closing, then opening, passing by, no burns;" in line  # a flyby's small radial extent, in words
     assert f"min {rmin:.0f} m" in line and f"speed {f['final_speed_mps']:.2f} m/s" in line
     assert "no burns" in line and "closing, then opening" in line
+    around = make_record("fly_around")
+    radial = around["features"]["extent_m"][0] / around["features"]["min_range_m"]
+    assert radial >= 0.6 and ", around the station, no burns;" in render_prompt(around, COMPACT)
     burns = render_prompt(make_record("random"), COMPACT).splitlines()[-1]
     assert f"{make_record('random')['features']['n_burns']} burns" in burns
 

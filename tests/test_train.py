@@ -133,6 +133,25 @@ def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
     assert lm.pre_seq_len == 4
 
 
+def test_system_prompt_is_recorded_and_reused_at_load(tmp_path):
+    """``model.system_prompt`` shapes the training rows and is stored with the adapter, so predict/evaluate
+    format prompts as training did; a checkpoint without the record gets the default it was trained with."""
+    from pipeline.models.lm import SYSTEM_PROMPT, build_chat_prompt, system_prompt_of
+
+    prompts = write_prompts(tmp_path / "p", n_train=4, n_dev=2)
+    cfg = tiny_cfg(tmp_path, prompts, **{"optim.max_steps": 1, "checkpoint.save_steps": 0, "eval.steps": 0,
+                                         "model.system_prompt": ""})
+    run_stage(STAGE, cfg)
+    best = Path(cfg.out_dir) / "best"
+    assert json.loads((best / "prefix_config.json").read_text())["system_prompt"] == ""
+    _, tok = load_model("tiny:llama", prefix_dir=best)
+    assert system_prompt_of(tok) == "" and SYSTEM_PROMPT not in build_chat_prompt(tok, "Q?")
+    data = json.loads((best / "prefix_config.json").read_text())
+    del data["system_prompt"]  # a checkpoint from before the record
+    (best / "prefix_config.json").write_text(json.dumps(data))
+    assert system_prompt_of(load_model("tiny:llama", prefix_dir=best)[1]) == SYSTEM_PROMPT
+
+
 def test_dev_accuracy_by_label_scoring_matches_the_scorer(tmp_path):
     """``eval.mode: score`` ranks the answer line's candidates like the evaluate stage: the dev accuracy logged
     for best/ is what label scoring of best/ on the same rows gives."""

@@ -64,6 +64,7 @@ from pipeline.methods import (
     load_adapter_weights,
     load_adapters,
     none_adapters,
+    read_method_config,
     save_adapters,
 )
 from pipeline.methods.base import ArchFacts, arch_facts
@@ -449,6 +450,7 @@ def load_model(
     dtype: str = "float32",
     device: str = "cpu",
     method: MethodConfig | None = None,
+    system_prompt: str | None = SYSTEM_PROMPT,
 ) -> tuple[PrefixLM, Any]:
     """Load a model spec (``smollm2`` | ``tiny:<name>`` | folder) as a :class:`PrefixLM` plus tokenizer.
 
@@ -461,6 +463,9 @@ def load_model(
     * else the bare base model, still wrapped (``pre_seq_len == 0``) so every call path is the same.
 
     The adapter parameters stay float32 whatever ``dtype`` the base model gets (cast per forward).
+    The tokenizer carries the chat format's system prompt (:func:`set_system_prompt`): the one a checkpoint
+    recorded at training time (:data:`SYSTEM_PROMPT` for checkpoints older than the record), else
+    ``system_prompt``.
     """
     model_dir = resolve_model_dir(spec)
     model = load_base_model(model_dir, dtype=dtype, device=device)
@@ -471,8 +476,10 @@ def load_model(
         if prefix_config is not None or method is not None:
             log.warning("prefix_dir given: ignoring the method settings passed along")
         adapters = load_adapters(prefix_dir, model, facts)
+        system_prompt = read_method_config(prefix_dir).get("system_prompt", SYSTEM_PROMPT)
     elif method is not None:
         adapters = build_adapters(method, model, facts)
+    set_system_prompt(tokenizer, system_prompt)
     lm = PrefixLM(model, prefix_config=prefix_config, adapters=adapters)
     log.info("loaded %s (%s) with method %s, %d virtual tokens, %d trainable parameters", spec,
              type(model).__name__, lm.method, lm.pre_seq_len, sum(p.numel() for p in lm.trainable_parameters()))
@@ -480,24 +487,46 @@ def load_model(
 
 
 # ------------------------------------------------------------------------------------- chat format
-def build_chat_prompt(tokenizer: Any, prompt: str, system: str | None = SYSTEM_PROMPT) -> str:
+#: attribute of a tokenizer carrying its model's system prompt (set by :func:`set_system_prompt`)
+_SYSTEM_ATTR = "pipeline_system_prompt"
+
+
+def set_system_prompt(tokenizer: Any, system: str | None) -> None:
+    """Give ``tokenizer`` the system prompt :func:`build_chat_prompt` uses with it.
+
+    The tokenizer travels with its model to every place that formats a prompt (training rows, dev checks,
+    scoring, generation), so it carries the one setting they must agree on. ``None`` = no system turn
+    (the template's own default, e.g. SmolLM2's 28-token "You are a helpful AI assistant named SmolLM ...");
+    ``""`` = an empty system turn (the shortest form, 14 tokens of template on SmolLM2).
+    """
+    setattr(tokenizer, _SYSTEM_ATTR, system)
+
+
+def system_prompt_of(tokenizer: Any) -> str | None:
+    """The system prompt set on ``tokenizer`` (:data:`SYSTEM_PROMPT` when none was set)."""
+    return getattr(tokenizer, _SYSTEM_ATTR, SYSTEM_PROMPT)
+
+
+def build_chat_prompt(tokenizer: Any, prompt: str) -> str:
     """The ONE place the chat format is applied (train, predict and eval all call it).
 
     Order: a tokenizer hook ``build_glm_prompt(prompt)`` (ChatGLM, e.g. ``"[Round 1]\\n\\n问：...\\n\\n答："``);
-    else the tokenizer's chat template with ``add_generation_prompt=True`` and the short domain
-    :data:`SYSTEM_PROMPT` (retried without a system turn if the template rejects one); else
-    ``"{prompt}\\n"``. Tokenize the result with :func:`prompt_add_special_tokens`.
+    else the tokenizer's chat template with ``add_generation_prompt=True`` and the tokenizer's system prompt
+    (:func:`system_prompt_of`: a checkpoint's recorded one, else the short domain :data:`SYSTEM_PROMPT`;
+    retried without a system turn if the template rejects one); else ``"{prompt}\\n"``. Tokenize the result
+    with :func:`prompt_add_special_tokens`.
     """
     hook = getattr(tokenizer, "build_glm_prompt", None)
     if callable(hook):
         return hook(prompt)
     if getattr(tokenizer, "chat_template", None):
+        system = system_prompt_of(tokenizer)
         user = [{"role": "user", "content": prompt}]
-        messages = ([{"role": "system", "content": system}] if system else []) + user
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + user
         try:
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception:  # noqa: BLE001 - some templates refuse a system turn (jinja raises its own types)
-            if not system:
+            if system is None:
                 raise
             return tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     return f"{prompt}\n"

@@ -22,6 +22,7 @@ from typing import Literal
 from pipeline.core.config import ConfigError
 from pipeline.methods import KEY_VALUE_METHODS, PROMPT_METHODS, MethodConfig
 from pipeline.models.engines import OptimConfig
+from pipeline.models.lm import SYSTEM_PROMPT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,10 @@ class ModelSection:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # recompute decoder layers in backward (less memory, ~30 % slower)
     gradient_checkpointing: bool = False
+    # system turn of the chat template (recorded in the checkpoint; predict/evaluate/classify reuse it):
+    # a text | "" (an empty turn: the shortest prompt, 24 tokens fewer than the default on SmolLM2) |
+    # null (no turn: the template's own default). Templates without a system turn (ChatGLM) ignore it.
+    system_prompt: str | None = SYSTEM_PROMPT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,7 +103,8 @@ class TrainRecipe:
         self.facts = ckpt.run_facts(cfg, self.dtype)
         plan = ckpt.plan_resume(cfg, self.facts)
         seed_everything(cfg.seed)  # the fresh prefix init is seeded too
-        lm, self.tokenizer = load_model(cfg.model.spec, method=cfg.method, dtype=self.dtype, device=self.device)
+        lm, self.tokenizer = load_model(cfg.model.spec, method=cfg.method, dtype=self.dtype, device=self.device,
+                                     system_prompt=cfg.model.system_prompt)
         init_prefix(lm, self.tokenizer, cfg)
         if cfg.model.gradient_checkpointing:
             lm.gradient_checkpointing_enable()
@@ -117,6 +118,7 @@ class TrainRecipe:
         # how the training prompts were rendered: classify (or anyone) re-renders new records exactly alike
         prompts = training_prompts(train_rows)
         self.extra = {"model_spec": cfg.model.spec, "variant": cfg.data.variant,
+                      "system_prompt": cfg.model.system_prompt,
                       **({"prompts": prompts} if prompts else {})}
         if self.main:
             self.resume_dir = ckpt.apply_resume_plan(plan, cfg)

@@ -72,6 +72,10 @@ class PrefixConfig:
     init: Literal["random", "text"] = "random"
     # the text read for init=text (e.g. the task description and its decision rules); ignored for init=random
     init_text: str = ""
+    # train the prefix of the top N decoder layers only; None = every layer (ChatGLM, PEFT). The lower layers keep
+    # their initial key/values (with init=text: the model's own reading of the text) and nothing below layer L-N
+    # needs a gradient, so the backward pass stops there: a step costs about (1 + 2N/L) / 3 of a full one
+    train_layers: int | None = None
 
     def __post_init__(self) -> None:
         if self.pre_seq_len < 0:
@@ -86,6 +90,8 @@ class PrefixConfig:
             raise ValueError("init=text needs a non-empty init_text")
         if self.init == "text" and self.prefix_projection:
             raise ValueError("init=text sets the key/values directly: it needs prefix_projection false")
+        if self.train_layers is not None and self.train_layers < 1:
+            raise ValueError(f"train_layers must be >= 1 or null, got {self.train_layers}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view."""
@@ -132,6 +138,8 @@ class PrefixEncoder(nn.Module):
         if config.pre_seq_len <= 0:
             raise ValueError("PrefixEncoder needs pre_seq_len > 0")
         self.config, self.facts = config, facts
+        if config.train_layers is not None and config.train_layers > facts.num_layers:
+            raise ValueError(f"train_layers {config.train_layers} exceeds the model's {facts.num_layers} layers")
         if config.prefix_projection:
             hidden = config.prefix_hidden_size or facts.hidden_size
             self.embedding = nn.Embedding(config.pre_seq_len, facts.hidden_size)
@@ -163,8 +171,17 @@ class PrefixEncoder(nn.Module):
             flat = flat.to(dtype)
         if self.training and self.config.prefix_dropout > 0:
             flat = self.dropout(flat.unsqueeze(0).expand(batch_size, -1, -1))
-            return split_key_values(flat, self.facts)
-        return expand_key_values(split_key_values(flat, self.facts), batch_size)
+            return self._freeze_lower(split_key_values(flat, self.facts))
+        return expand_key_values(self._freeze_lower(split_key_values(flat, self.facts)), batch_size)
+
+    def _freeze_lower(self, pairs: KeyValues) -> KeyValues:
+        """Detach the layers below the top ``train_layers`` (their rows of the table get no gradient, and
+        autograd has nothing to carry back through those layers)."""
+        n = self.config.train_layers
+        if n is None or n >= len(pairs):
+            return pairs
+        cut = len(pairs) - n
+        return [(k.detach(), v.detach()) if i < cut else (k, v) for i, (k, v) in enumerate(pairs)]
 
 
 class StaticPrefix(nn.Module):
