@@ -399,6 +399,20 @@ def test_compact_motion_quotes_the_ratios_the_rules_compare():
     assert f"{make_record('random')['features']['n_burns']} burns" in burns
 
 
+def test_compact_motion_says_how_a_track_ends_whatever_its_trend():
+    """A rendezvous or collision reached after an opening arc says so in the trend clause (the relabeller
+    decides them by the end state alone); a closing-and-opening arc otherwise names its path."""
+    rec = make_record("rendezvous")
+    rec["features"]["range_trend"] = "increasing_then_decreasing"
+    assert "Motion: opening, then closing, ending at rest, " in render_prompt(rec, COMPACT)
+    rec = make_record("collision")
+    rec["features"]["range_trend"] = "increasing_then_decreasing"
+    assert "Motion: opening, then closing, ending at contact, " in render_prompt(rec, COMPACT)
+    assert "passing by" not in render_prompt(make_record("approach"), COMPACT)  # a one-way trend has no path
+    zh = render_prompt(make_record("flyby"), dataclasses.replace(COMPACT, lang="zh"))
+    assert "先接近后远离，从旁掠过，无机动" in zh
+
+
 def test_compact_perturbations_re_render_units_order_and_distractors():
     rec = make_record("approach")
     base = render_prompt(rec, COMPACT)
