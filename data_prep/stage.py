@@ -89,7 +89,10 @@ class DataPrepConfig:
     # classic: the fixed orbit/window/cadence generators above. wide: tracks like real ones
     # (data_prep.wide): settings drawn per scenario from the keys below, manoeuvres inside the
     # window, observations that name their orbit (track features, variable lengths).
-    simulator: Literal["classic", "wide"] = "classic"
+    # mixed: both in one set, `wide_share` of every class from the wide simulator (one model for both).
+    simulator: Literal["classic", "wide", "mixed"] = "classic"
+    # mixed: share of each class's samples drawn from the wide simulator (the rest classic).
+    wide_share: float = 0.5
     # wide: orbits drawn uniformly per scenario (empty: `orbit`).
     orbits: tuple[Literal["LEO", "GEO"], ...] = ()
     # wide: window drawn uniformly between these many orbits (null: `window_s`).
@@ -142,6 +145,10 @@ def validate_wide(cfg: DataPrepConfig) -> None:
     defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
                 for f in dataclasses.fields(DataPrepConfig)}
     wide_keys = ("orbits", "window_orbits", "cadence_range_s", "sampling", "max_track_samples", "manoeuvres")
+    if cfg.simulator != "mixed" and cfg.wide_share != defaults["wide_share"]:
+        raise ConfigError(f"wide_share: only used with `simulator: mixed` (simulator is {cfg.simulator})")
+    if not 0.0 <= cfg.wide_share <= 1.0:
+        raise ConfigError(f"wide_share: {cfg.wide_share} is outside [0, 1]")
     if cfg.simulator == "classic":
         changed = [k for k in wide_keys if getattr(cfg, k) != defaults[k]]
         if changed:
@@ -280,6 +287,28 @@ def simulate_class_wide(cfg: DataPrepConfig, class_idx: int, motion: str, target
     return kept, kept_states, dropped
 
 
+#: Scenario-seed offset of the wide part of a mixed set (classic and wide scenarios never share a seed, so the
+#: split assignment, which groups a scenario's variants, keeps them apart).
+MIXED_WIDE_SCENARIO_OFFSET = 5_000_000
+
+
+def simulate_class_any(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
+                       ) -> tuple[list[dict[str, Any]], list[np.ndarray] | np.ndarray, Counter]:
+    """Kept samples of one class from the configured simulator; ``mixed``: ``wide_share`` of them from the wide
+    simulator, the rest classic (drop counters added; states as a list of (T_i, 7) arrays)."""
+    if cfg.simulator == "classic":
+        return simulate_class(cfg, class_idx, motion, target)
+    if cfg.simulator == "wide":
+        return simulate_class_wide(cfg, class_idx, motion, target)
+    n_wide = int(round(cfg.wide_share * target))
+    kept, states, dropped = simulate_class(cfg, class_idx, motion, target - n_wide) if target > n_wide else \
+        ([], np.zeros((0, 0, 7), dtype=np.float32), Counter())
+    kept_w, states_w, dropped_w = simulate_class_wide(cfg, class_idx, motion, n_wide) if n_wide else ([], [], Counter())
+    for rec in kept_w:
+        rec["scenario_seed"] += MIXED_WIDE_SCENARIO_OFFSET
+    return kept + kept_w, list(states) + list(states_w), dropped + dropped_w
+
+
 def pad_states(states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Variable-length states [(T_i, 7)] -> (n, max T, 7) float32 padded with NaN, lengths (n,)."""
     lengths = np.array([len(s) for s in states], dtype=np.int64)
@@ -359,9 +388,8 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     states_split: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     dropped: dict[str, dict[str, int]] = {}
-    simulate_one = simulate_class_wide if cfg.simulator == "wide" else simulate_class
     for class_idx, motion in enumerate(tqdm(cfg.motions, desc="simulate", disable=None)):
-        kept, states, drops = simulate_one(cfg, MOTION_LABELS.index(motion), motion, targets[motion])
+        kept, states, drops = simulate_class_any(cfg, MOTION_LABELS.index(motion), motion, targets[motion])
         dropped[motion] = dict(sorted(drops.items()))
         split_of = assign_scenario_splits([r["scenario_seed"] for r in kept], cfg.seed, class_idx, cfg.split_fractions)
         for rec, st in zip(kept, states):
@@ -382,7 +410,7 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
                          "text": None, "rationale": None, "provenance": []})
             counter += 1
         by_split[split] = recs
-        if cfg.simulator == "wide":
+        if cfg.simulator != "classic":
             # Tracks differ in length: NaN-padded states plus their lengths.
             out_states[split], out_states[f"{split}:lengths"] = pad_states([states_split[split][j] for j in order])
             continue

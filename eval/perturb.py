@@ -124,12 +124,30 @@ SPECS: dict[str, PerturbSpec] = {
                     "paraphrased instruction (variant offset 1..5)"),
         PerturbSpec("option_order", {1: "shuffle"}, frozenset(), False,
                     "answer options shuffled per level (instruction/CoT prompts)"),
+        PerturbSpec("mixed_units", {1: ("km", "m/s"), 2: ("m", "km/s")}, frozenset(), True,
+                    "mixed units in one prompt: distances in km with speeds in m/s, or metres with km/s"),
+        PerturbSpec("casing", {1: "random"}, frozenset(), False,
+                    "keys and values lower/upper/title-cased, another key-value separator, uneven spacing"),
+        PerturbSpec("key_alias", {1: "train"}, frozenset(), False,
+                    "field names replaced by aliases (EM -> RF environment, Motion -> Trajectory, ...)"),
+        PerturbSpec("synonyms", {1: "train"}, frozenset(), False,
+                    "trend words, manoeuvre and number names, values replaced by everyday synonyms "
+                    "(closing -> converging, burns -> thruster firings)"),
+        PerturbSpec("synonyms_unseen", {1: "heldout"}, frozenset(), False,
+                    "the same, from a held-out word list no training row ever uses"),
+        PerturbSpec("prose", {1: "sentence"}, frozenset(), False,
+                    "the known information written as one sentence instead of key: value lines"),
+        PerturbSpec("language", {1: "other"}, frozenset(), False,
+                    "the prompt in the other language (en <-> zh), labels unchanged"),
     )
 }
 
 
 #: Perturbations that edit the observation (features recomputed, label checked by the physics oracle).
 RECORD_LEVEL = frozenset({"noise", "dropout", "truncate"})
+#: Perturbations that rewrite the rendered text, in the order they compose (prose first: it replaces the
+#: key: value lines, which the others then rewrite; typos last, on the final words).
+TEXT_LEVEL = ("prose", "synonyms", "synonyms_unseen", "key_alias", "casing", "typos")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -156,10 +174,12 @@ def is_applicable(name: str, record: dict[str, Any], options: Any) -> bool:
     spec = get_spec(name)
     if spec.needs_observation and not record.get("observation"):
         return False
-    if name == "option_order" and getattr(options, "prompt_type", "instruction") == "basic":
-        return False  # basic prompts list no options
-    if name == "field_order" and not record.get("features"):
-        return False  # text-only records render their free text, which has no fields to reorder
+    if name == "option_order" and getattr(options, "prompt_type", "instruction") in ("basic", "compact"):
+        return False  # basic and compact prompts list no options
+    if name == "instruction" and getattr(options, "prompt_type", "instruction") == "compact":
+        return False  # compact prompts have no instruction to paraphrase
+    if name in ("field_order", "prose", "key_alias") and not record.get("features"):
+        return False  # text-only records render their free text, which has no fields to reorder or rename
     return True
 
 
@@ -406,7 +426,48 @@ def perturb_options(options: Any, record: dict[str, Any], name: str, severity: i
         current = dict(options.option_order or ())
         order = tuple((lvl, shuffled(tuple(current.get(lvl, LABELS[lvl])), rng)) for lvl in LEVELS)
         return rep(options, option_order=order)
+    if name == "mixed_units":
+        return rep(options, units=param[0], speed_units=param[1])
+    if name == "language":
+        return rep(options, lang="zh" if options.lang == "en" else "en",
+                   instruction_variant=options.instruction_variant % n_instruction_variants(
+                       "zh" if options.lang == "en" else "en"))
     return options
+
+
+def render_text(record: dict[str, Any], options: Any, text_steps: list[tuple[str, int, np.random.Generator]]) -> str:
+    """Render ``record`` with ``options``, then apply the text-level families in :data:`TEXT_LEVEL` order.
+
+    ``text_steps``: ``(name, severity, rng)`` of the text-level families to apply (any order given).
+    """
+    from prompts_cot import variation
+    from prompts_cot.render import assemble_prompt, motion_text, render_prompt
+    from prompts_cot.templates import TEMPLATES
+
+    order = {name: i for i, name in enumerate(TEXT_LEVEL)}
+    steps = sorted(text_steps, key=lambda s: order[s[0]])
+    if steps and steps[0][0] == "prose":
+        _, _, rng = steps.pop(0)
+        t = TEMPLATES[options.lang]
+        lines = [] if options.prompt_type == "compact" else [t["known_header"]]
+        lines.append(variation.to_prose(record, motion_text(record, options), options.lang, rng))
+        lines += [t["distractor_line"].format(text=d) for d in options.distractors]
+        text = assemble_prompt("\n".join(lines), options)
+    else:
+        text = render_prompt(record, options)
+    lang = options.lang
+    for name, severity, rng in steps:
+        if name == "synonyms":
+            text = variation.swap_synonyms(text, lang, rng, "train")
+        elif name == "synonyms_unseen":
+            text = variation.swap_synonyms(text, lang, rng, "heldout")
+        elif name == "key_alias":
+            text = variation.alias_keys(text, lang, rng)
+        elif name == "casing":
+            text = variation.vary_casing(text, lang, rng)
+        elif name == "typos":
+            text = add_typos(text, float(get_spec(name).levels[severity]), rng)
+    return text
 
 
 def perturb_example(record: dict[str, Any], options: Any, name: str, severity: int, seed: int) -> Perturbed | None:
@@ -418,8 +479,6 @@ def perturb_example(record: dict[str, Any], options: Any, name: str, severity: i
     Returns the perturbed record and options and the re-rendered prompt (typos: the rendered
     prompt with letter typos).
     """
-    from prompts_cot.render import render_prompt
-
     spec = get_spec(name)
     if severity not in spec.levels:
         raise ValueError(f"perturbation {name!r} has severities {sorted(spec.levels)}, not {severity}")
@@ -428,9 +487,7 @@ def perturb_example(record: dict[str, Any], options: Any, name: str, severity: i
     rng = rng_for(name, severity, seed, str(record["sample_id"]))
     rec = perturb_record(record, name, severity, rng)
     opts = perturb_options(options, rec, name, severity, rng)
-    prompt = render_prompt(rec, opts)
-    if name == "typos":
-        prompt = add_typos(prompt, float(spec.levels[severity]), rng)
+    prompt = render_text(rec, opts, [(name, severity, rng)] if name in TEXT_LEVEL else [])
     may_change = severity in spec.label_may_change
     oracle = None
     if name in RECORD_LEVEL and rec.get("features"):
@@ -439,6 +496,38 @@ def perturb_example(record: dict[str, Any], options: Any, name: str, severity: i
         gold = (record.get("labels") or {}).get("motion")
         may_change = may_change or (gold is not None and oracle != gold)
     return Perturbed(record=rec, options=opts, prompt=prompt, label_may_change=may_change, oracle_motion=oracle)
+
+
+def train_rng(name: str, severity: int, seed: int, sample_id: str) -> np.random.Generator:
+    """The generator of a training-time variation: its own key space (``train:`` + name), so no training draw
+    ever equals an evaluation draw (:func:`rng_for`), whatever the seeds."""
+    return rng_for(f"train:{name}", severity, seed, sample_id)
+
+
+def vary_example(record: dict[str, Any], options: Any, steps: list[tuple[str, int]], seed: int) -> Perturbed | None:
+    """Several label-preserving families at once (training-time variation); None when the result may not keep
+    the gold motion (a record-level step the physics oracle disagrees with) or a step does not apply.
+
+    Record-level steps run first (features recomputed), then options-level ones, then the text-level ones in
+    :data:`TEXT_LEVEL` order. Each step draws from :func:`train_rng`.
+    """
+    sid = str(record["sample_id"])
+    rec, opts, text_steps = record, options, []
+    for name, severity in steps:
+        if severity in get_spec(name).label_may_change or not is_applicable(name, rec, opts):
+            return None
+        rng = train_rng(name, severity, seed, sid)
+        rec = perturb_record(rec, name, severity, rng)
+        opts = perturb_options(opts, rec, name, severity, rng)
+        if name in TEXT_LEVEL:
+            text_steps.append((name, severity, rng))
+    oracle = None
+    if any(name in RECORD_LEVEL for name, _ in steps) and rec.get("features"):
+        oracle = oracle_motion(rec["features"])
+        if oracle != (record.get("labels") or {}).get("motion"):
+            return None
+    return Perturbed(record=rec, options=opts, prompt=render_text(rec, opts, text_steps), label_may_change=False,
+                     oracle_motion=oracle)
 
 
 def oracle_motion(features: dict[str, Any]) -> str | None:
@@ -450,4 +539,5 @@ def oracle_motion(features: dict[str, Any]) -> str | None:
 
 __all__ = ["DISTRACTORS", "SPECS", "PerturbSpec", "Perturbed", "add_noise", "add_typos", "drop_samples",
            "get_spec", "is_applicable", "label_may_change", "options_from_dict", "oracle_motion", "perturb_example",
-           "perturb_options", "perturb_record", "protected_spans", "rng_for", "truncate_window", "typo_word"]
+           "perturb_options", "perturb_record", "protected_spans", "render_text", "rng_for", "train_rng",
+           "truncate_window", "typo_word", "vary_example"]

@@ -24,9 +24,11 @@ from eval.robustness import (
     CLEAN,
     MIN_CELL_N,
     accuracy_with_ci,
+    cell_summary,
     flip_by_class,
     is_correct,
     is_invalid,
+    mark_training,
     robustness_aggregates,
     robustness_table,
     split_groups,
@@ -124,14 +126,17 @@ def build_report(rows: list[dict[str, Any]], manifest: dict[str, Any], baseline_
     metrics.jsonl) and which step the evaluated checkpoint is, for the learning-curve plot.
     """
     groups = split_groups(rows)
+    trained = {m.get("tag"): m.get("trained_families") for m in manifest.get("models") or []}
     out_groups, aggs = [], {}
     for key, grows in groups.items():
         agg = robustness_aggregates(grows, min_cell_n)
         aggs[key] = agg
+        table = mark_training(robustness_table(grows, seed, n_resamples, min_cell_n), trained.get(key[0]))
         out_groups.append({
             "model_tag": key[0], "variant": key[1], "mode": key[2],
             "clean": clean_summary(grows, seed, n_resamples),
-            "robustness": robustness_table(grows, seed, n_resamples, min_cell_n),
+            "robustness": table,
+            "cells": cell_summary(grows, trained.get(key[0]), min_cell_n),
             "aggregates": agg,
             "flip_by_class": {lvl: flip_by_class(grows, lvl) for lvl in LEVELS},
         })
@@ -305,8 +310,31 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 SUMMARY_HEADER = ["model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{lvl} acc" for lvl in LEVELS],
                   "motion macro-F1", "invalid", "pert. mean acc", "pert. std", "mean PDR", "cells used",
                   "worst-case", "consistency", "ex/s"]
-ROBUST_HEADER = ["perturbation", "sev", "n", "acc [95% CI]", "Δ vs clean [95% CI]", "PDR", "flip", "flip|correct",
-                 "invalid", "McNemar p", "label may change", "note"]
+ROBUST_HEADER = ["perturbation", "sev", "in training", "n", "acc [95% CI]", "Δ vs clean [95% CI]", "PDR", "flip",
+                 "flip|correct", "invalid", "McNemar p", "label may change", "note"]
+CELLS_HEADER = ["model", "variant", "mode", "clean joint", "cells", "mean", "std over cells", "worst cell",
+                "worst acc", "worst Δ", "seen: cells / mean / worst", "unseen: cells / mean / worst"]
+_SEEN = {True: "seen", False: "unseen", None: "–"}
+
+
+def cells_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per group: the usable invariant cells' mean, std and worst cell, and the same for seen / unseen families."""
+    out = []
+    for g in report["groups"]:
+        cs = g.get("cells") or {}
+        a, seen, unseen = cs.get("all") or {}, cs.get("seen") or {}, cs.get("unseen") or {}
+        if not a.get("n_cells"):
+            continue
+
+        def brief(d: dict[str, Any]) -> str:
+            if not d.get("n_cells"):
+                return "–"
+            return f"{d['n_cells']} / {_fmt(d.get('mean_accuracy'))} / {d['worst_cell']} {_fmt(d.get('worst_accuracy'))}"
+
+        out.append([g["model_tag"], g["variant"], g["mode"], _fmt(g["clean"].get("accuracy")), str(a["n_cells"]),
+                    _fmt(a.get("mean_accuracy")), _fmt(a.get("std_accuracy")), a["worst_cell"],
+                    _fmt(a.get("worst_accuracy")), _fmt(a.get("worst_delta")), brief(seen), brief(unseen)])
+    return out
 
 
 def robustness_rows(group: dict[str, Any]) -> list[list[str]]:
@@ -315,7 +343,7 @@ def robustness_rows(group: dict[str, Any]) -> list[list[str]]:
     for c in group["robustness"]:
         if not c.get("n"):
             continue
-        out.append([c["perturbation"], str(c["severity"]), str(c["n"]), _ci(c),
+        out.append([c["perturbation"], str(c["severity"]), _SEEN[c.get("in_training")], str(c["n"]), _ci(c),
                     _ci(c, "delta", "delta_ci_low", "delta_ci_high"), _fmt(c.get("pdr")), _fmt(c.get("flip_rate")),
                     _fmt(c.get("flip_rate_correct")), _fmt(c.get("invalid_rate")), _fmt(c.get("mcnemar_p"), 4),
                     "yes" if c.get("label_may_change") else "no",
@@ -394,6 +422,10 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Split `{m.get('split')}`, {report['n_rows']} prediction rows; joint accuracy = all three levels right. "
              "Robustness statistics use only perturbations that cannot change the label.", "",
              "## Summary", md_table(SUMMARY_HEADER, summary_rows(report)), "",
+             "## Robustness cells: worst cell, std over cells, seen vs unseen in training",
+             "Usable invariant cells (n >= the minimum, label cannot change). *seen*: the family was among the "
+             "model's training-time variation families; *unseen*: it was kept out of training.", "",
+             md_table(CELLS_HEADER, cells_rows(report)), "",
              "## Paired comparisons (clean)", md_table(COMPARE_HEADER, comparison_rows(report)), "",
              "## Robustness std ratio (model / baseline)",
              f"Cells with fewer than {report.get('min_cell_n')} prompts are listed but kept out of std, ratio and PDR.",
@@ -434,6 +466,8 @@ def render_html(report: dict[str, Any]) -> str:
              "Joint accuracy = all three levels right; robustness statistics use only perturbations that cannot "
              "change the label.</p>",
              "<h2>Summary</h2>", html_table(SUMMARY_HEADER, summary_rows(report)),
+             "<h2>Robustness cells: worst cell, std, seen vs unseen in training</h2>",
+             html_table(CELLS_HEADER, cells_rows(report)),
              "<h2>Paired comparisons (clean)</h2>", html_table(COMPARE_HEADER, comparison_rows(report)),
              "<h2>Robustness std ratio</h2>",
              f"<p>Cells with fewer than {report.get('min_cell_n')} prompts are listed but kept out of std, ratio "

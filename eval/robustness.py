@@ -177,6 +177,50 @@ def robustness_aggregates(rows: list[dict[str, Any]], min_n: int = MIN_CELL_N) -
     }
 
 
+def mark_training(table: list[dict[str, Any]], trained: list[str] | None) -> list[dict[str, Any]]:
+    """Set ``in_training`` on every cell of a robustness table: True when its family was among the model's
+    training-time variation families, False when not (an *unseen* family), None for an untrained model."""
+    for cell in table:
+        cell["in_training"] = None if trained is None else cell["perturbation"] in trained
+    return table
+
+
+def cell_summary(rows: list[dict[str, Any]], trained: list[str] | None, min_n: int = MIN_CELL_N) -> dict[str, Any]:
+    """Invariant cells of one group (perturbation x severity, seeds pooled, rows whose label may change left out,
+    at least ``min_n`` prompts), all / seen / unseen in training: count, mean, std over cells and the worst cell
+    (accuracy and Δ vs the clean accuracy of the same prompts), so a report states its weakest point.
+
+    ``trained``: the model's training-time variation families (None: an untrained model, nothing is seen).
+    """
+    clean = {r["sample_id"]: r for r in rows if r["perturbation"] == CLEAN}
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["perturbation"] != CLEAN and not r.get("label_may_change") and r["sample_id"] in clean:
+            cells[(r["perturbation"], int(r["severity"]))].append(r)
+    usable = []
+    for (name, sev), v in sorted(cells.items()):
+        if len(v) < min_n:
+            continue
+        acc = float(np.mean([is_correct(r) for r in v]))
+        base = float(np.mean([is_correct(clean[r["sample_id"]]) for r in v]))
+        usable.append({"cell": f"{name}-{sev}", "n": len(v), "accuracy": acc, "delta": acc - base,
+                       "in_training": None if trained is None else name in trained})
+
+    def summarise(group: list[dict[str, Any]]) -> dict[str, Any]:
+        if not group:
+            return {"n_cells": 0}
+        accs = np.array([c["accuracy"] for c in group])
+        worst = min(group, key=lambda c: c["accuracy"])
+        return {"n_cells": len(group), "mean_accuracy": float(accs.mean()),
+                "std_accuracy": float(accs.std(ddof=1)) if len(group) > 1 else None,
+                "worst_cell": worst["cell"], "worst_accuracy": worst["accuracy"], "worst_delta": worst["delta"],
+                "max_drop": float(max(-c["delta"] for c in group))}
+
+    return {"cells": usable, "all": summarise(usable),
+            "seen": summarise([c for c in usable if c["in_training"] is True]),
+            "unseen": summarise([c for c in usable if c["in_training"] is False])}
+
+
 def flip_by_class(rows: list[dict[str, Any]], level: str = "motion") -> dict[str, dict[str, float | None]]:
     """Flip rate per perturbation (invariant severities pooled) x gold class of ``level``."""
     clean = {r["sample_id"]: r for r in rows if r["perturbation"] == CLEAN}
@@ -223,5 +267,5 @@ def std_ratios(aggregates: dict[tuple[str, str, str], dict[str, Any]], baseline_
     return out
 
 
-__all__ = ["CLEAN", "MIN_CELL_N", "accuracy_with_ci", "flip_by_class", "group_key", "is_correct", "is_invalid", "perturbation_cell",
+__all__ = ["CLEAN", "MIN_CELL_N", "accuracy_with_ci", "cell_summary", "flip_by_class", "mark_training", "group_key", "is_correct", "is_invalid", "perturbation_cell",
            "prediction", "robustness_aggregates", "robustness_table", "split_groups", "std_ratio_reason", "std_ratios"]

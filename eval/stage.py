@@ -59,6 +59,8 @@ class ModelEntry:
     spec: str
     # checkpoint folder under the config's train_dir (best | final | checkpoints/step-N); null = the base model
     checkpoint: str | None = None
+    # answer the perturbed prompts too (false: the clean split only, e.g. a base model that is wrong everywhere)
+    perturbed: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,6 +526,22 @@ def answer_pet(lm: Any, tokenizer: Any, system: System, variant: str, exs: list[
     return rows
 
 
+def system_examples(system: System, exs: list[Example]) -> list[Example]:
+    """The examples one system answers: all, or only the clean ones (``perturbed: false``)."""
+    return exs if system.entry.perturbed else [ex for ex in exs if ex.perturbation == CLEAN]
+
+
+def trained_families(prefix: Path | None) -> list[str] | None:
+    """The training-time variation families a checkpoint's training rows were rendered under (``[]``: none;
+    None: a base model). The report marks robustness cells of those families as seen in training."""
+    if prefix is None:
+        return None
+    from pipeline.methods import read_method_config
+
+    facts = read_method_config(prefix).get("prompts") or {}
+    return sorted((facts.get("variation") or {}).get("families") or {})
+
+
 def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Example]],
                     cache: PartialCache) -> dict[str, Any]:
     """Answer every not-yet-cached example with one system (its model loaded only if something is pending)."""
@@ -535,7 +553,7 @@ def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Ex
     pending: dict[tuple[str, str], list[tuple[str, Example]]] = defaultdict(list)
     for variant, exs in examples.items():
         for mode in system.modes or cfg.modes:
-            for ex in exs:
+            for ex in system_examples(system, exs):
                 key = row_key(fp, cfg.dtype, mode, ex, budget_of(cfg, variant))
                 if key not in cache:
                     pending[(variant, mode)].append((key, ex))
@@ -580,7 +598,7 @@ def collect_rows(cfg: EvalConfig, systems: list[System], examples: dict[str, lis
             for mode in system.modes or cfg.modes:
                 rows.extend(prediction_row(ex, system.entry.tag, mode,
                                            cache.answers[row_key(fp, cfg.dtype, mode, ex, budget_of(cfg, variant))],
-                                           cfg.split) for ex in exs)
+                                           cfg.split) for ex in system_examples(system, exs))
     return rows
 
 
@@ -593,7 +611,8 @@ def input_manifest(cfg: EvalConfig, systems: list[System], examples: dict[str, l
         files = expand_files([prefix]) if prefix is not None else []
         row = {"tag": m.tag, "spec": m.spec, "prefix_dir": str(prefix) if prefix else None,
                "fingerprint": system_fingerprint(cfg, system),
-               "checkpoint_sha256": {str(f.relative_to(prefix)): sha256_file(f) for f in files}}
+               "checkpoint_sha256": {str(f.relative_to(prefix)): sha256_file(f) for f in files},
+               "trained_families": trained_families(prefix)}
         if system.pet_demos is not None:
             row["pet"] = system.pet_facts()
         models.append(row)
@@ -646,7 +665,11 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
              "clean_accuracy": {f"{g['model_tag']}/{g['variant']}/{g['mode']}": g["clean"]["accuracy"]
                                 for g in report["groups"]},
              "perturbed_std": {f"{g['model_tag']}/{g['variant']}/{g['mode']}": g["aggregates"]["std_accuracy"]
-                               for g in report["groups"]}}
+                               for g in report["groups"]},
+             # per group: std over the invariant cells and the worst cell, all / seen / unseen in training
+             "cells": {f"{g['model_tag']}/{g['variant']}/{g['mode']}": {k: v for k, v in g["cells"].items()
+                                                                         if k != "cells"}
+                       for g in report["groups"] if (g.get("cells") or {}).get("all", {}).get("n_cells")}}
     log.info("evaluated %d rows -> %s", len(rows), out_dir)
     return StageResult(outputs=outputs, stats=stats)
 

@@ -48,6 +48,7 @@ __all__ = [
     "render_prompt",
     "render_response",
     "thresholds",
+    "value_text",
 ]
 
 #: Context keys of a record, in canonical order (own spacecraft, target x3, environment x2).
@@ -72,6 +73,8 @@ class RenderOptions:
     motion_style: Literal["qualitative", "numeric", "both", "compact"] = "both"
     # distances in m|km and speeds in m/s|km/s (same absolute precision either way)
     units: Literal["m", "km"] = "m"
+    # speeds in their own unit (null: follow ``units``); mixed units within one prompt, e.g. km with m/s
+    speed_units: Literal["m/s", "km/s"] | None = None
     # digits after the point in base units (m, m/s)
     decimals: int = 1
     # write distances and speeds in scientific notation (absolute precision kept)
@@ -98,6 +101,8 @@ def check_options(opts: RenderOptions) -> None:
         raise ValueError(f"motion_style {opts.motion_style!r} is not qualitative|numeric|both|compact")
     if opts.units not in ("m", "km"):
         raise ValueError(f"units {opts.units!r} is not m|km")
+    if opts.speed_units not in (None, "m/s", "km/s"):
+        raise ValueError(f"speed_units {opts.speed_units!r} is not m/s|km/s|null")
     if opts.decimals < 0 or opts.max_obs_points < 0:
         raise ValueError("decimals and max_obs_points must be >= 0")
     if not 0 <= opts.instruction_variant < N_INSTRUCTION_VARIANTS[opts.lang]:
@@ -117,6 +122,8 @@ def check_options(opts: RenderOptions) -> None:
 def options_to_dict(opts: RenderOptions) -> dict[str, Any]:
     """JSON-able dict of the options (tuples become lists), as stored in a row's ``render``."""
     d = dataclasses.asdict(opts)
+    if d["speed_units"] is None:
+        del d["speed_units"]  # the default: rows rendered before the key existed stay byte-identical
     d["field_order"] = list(opts.field_order) if opts.field_order is not None else None
     d["option_order"] = [[lvl, list(labs)] for lvl, labs in opts.option_order] if opts.option_order else None
     d["distractors"] = list(opts.distractors)
@@ -170,11 +177,16 @@ def format_number(value: float, decimals: int, scientific: bool) -> str:
 MIN_SPEED_DECIMALS = 2
 
 
+def _speed_unit(opts: RenderOptions) -> str:
+    """The speed unit shown: ``speed_units``, else the one that goes with ``units``."""
+    return opts.speed_units or ("km/s" if opts.units == "km" else "m/s")
+
+
 def _unit_scale(opts: RenderOptions) -> tuple[float, int, str, str]:
-    """(factor from base units, distance decimals in the shown unit, distance unit, speed unit)."""
+    """(factor from metres, distance decimals in the shown unit, distance unit, speed unit)."""
     if opts.units == "km":
-        return 1e-3, opts.decimals + 3, "km", "km/s"
-    return 1.0, opts.decimals, "m", "m/s"
+        return 1e-3, opts.decimals + 3, "km", _speed_unit(opts)
+    return 1.0, opts.decimals, "m", _speed_unit(opts)
 
 
 def _dist(value_m: float | None, opts: RenderOptions) -> str:
@@ -183,9 +195,9 @@ def _dist(value_m: float | None, opts: RenderOptions) -> str:
 
 
 def _speed(value_mps: float | None, opts: RenderOptions) -> str:
-    factor, _, _, _ = _unit_scale(opts)
-    dec = max(opts.decimals, MIN_SPEED_DECIMALS) + (3 if opts.units == "km" else 0)
-    return format_number(None if value_mps is None else float(value_mps) * factor, dec, opts.scientific)
+    km = _speed_unit(opts) == "km/s"
+    dec = max(opts.decimals, MIN_SPEED_DECIMALS) + (3 if km else 0)
+    return format_number(None if value_mps is None else float(value_mps) * (1e-3 if km else 1.0), dec, opts.scientific)
 
 
 def _time(value_s: float) -> str:
@@ -374,7 +386,7 @@ def motion_text(record: dict[str, Any], opts: RenderOptions) -> str:
 # --------------------------------------------------------------------------- prompt
 
 
-def _value_text(field: str, value: Any, lang: str, compact: bool = False) -> str:
+def value_text(field: str, value: Any, lang: str, compact: bool = False) -> str:
     """Display text of a context value (the compact prompt's short form where it has one); unknown values
     fall back to the raw value."""
     short = TEMPLATES[lang]["compact"]["values"].get(field, {}) if compact else {}
@@ -411,7 +423,7 @@ def known_information(record: dict[str, Any], opts: RenderOptions) -> str:
             else:
                 if field not in context:
                     raise KeyError(f"context.{field}")
-                value = _value_text(field, context[field], opts.lang, compact)
+                value = value_text(field, context[field], opts.lang, compact)
             lines.append(t["line"].format(field=fields[field], value=value))
     lines.extend(t["distractor_line"].format(text=d) for d in opts.distractors)
     return "\n".join(lines)
@@ -565,13 +577,13 @@ def _rule_facts(context: dict[str, Any], motion: str, lang: str) -> list[str]:
     equipment = context.get("equipment")
     facts = [
         r["coop"][str(bool(context.get("cooperative"))).lower()],
-        r["equipment_none"] if equipment == "none" else _value_text("equipment", equipment, lang),
+        r["equipment_none"] if equipment == "none" else value_text("equipment", equipment, lang),
     ]
     extra = {"camera": "lighting", "antenna": "electromagnetic"}.get(str(equipment))
     if equipment == "robotic_arm" and motion == "rendezvous":
         extra = "size"
     if extra and extra in context:
-        facts.append(r["fact"].format(field=r["fact_fields"][extra], value=_value_text(extra, context[extra], lang)))
+        facts.append(r["fact"].format(field=r["fact_fields"][extra], value=value_text(extra, context[extra], lang)))
     return facts
 
 

@@ -45,7 +45,8 @@ def read_prompt_rows(path: Path, required: Sequence[str] = ("sample_id", "prompt
 def training_prompts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """How ``rows`` (prompts-stage rows a model trains on) were rendered, or None without ``render`` dicts.
 
-    Returns ``{"render": <options dict>, "langs": {lang: rows}, "cot": bool, "rows": n}``: ``render`` is the
+    Returns ``{"render": <options dict>, "langs": {lang: rows}, "cot": bool, "rows": n}`` (plus ``variation``:
+    ``{"rows", "seeds", "families": {family: rows}}`` when rows were rendered under training-time variation): ``render`` is the
     :func:`prompts_cot.render.options_to_dict` dict most rows share, counted over the rows the prompts stage
     did not truncate (a variant renders every row with the same options except the per-row language, so
     this is the variant's options in its most frequent language); ``cot`` is True when responses carry a
@@ -55,12 +56,19 @@ def training_prompts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     rendered = [r for r in rows if isinstance(r.get("render"), dict)]
     if not rendered:
         return None
-    pool = [r for r in rendered if not r.get("truncated")] or rendered
+    # varied rows (training-time variation) do not re-render from their options alone: canonical rows decide
+    pool = [r for r in rendered if not r.get("truncated") and not r.get("variation")] or rendered
     counts = Counter(json.dumps(r["render"], sort_keys=True) for r in pool)
     canonical = json.loads(counts.most_common(1)[0][0])
     langs = Counter(str(r.get("lang") or r["render"].get("lang", "en")) for r in rendered)
     cot = any(len(str(r.get("response", "")).strip().splitlines()) > 1 for r in rendered)
-    return {"render": canonical, "langs": dict(sorted(langs.items())), "cot": cot, "rows": len(rows)}
+    out = {"render": canonical, "langs": dict(sorted(langs.items())), "cot": cot, "rows": len(rows)}
+    varied = [r["variation"] for r in rows if isinstance(r.get("variation"), dict)]
+    if varied:
+        families = Counter(str(step[0]) for v in varied for step in v.get("steps", []))
+        out["variation"] = {"rows": len(varied), "seeds": sorted({v.get("seed") for v in varied}),
+                            "families": dict(sorted(families.items()))}
+    return out
 
 
 __all__ = ["read_prompt_rows", "training_prompts"]

@@ -76,6 +76,36 @@ class VariantConfig:
     instruction_variant: int = 0
 
 
+#: Families a varied training row draws from by default: every label-preserving family of eval.perturb except
+#: the ones kept out of training to measure generalisation (typos, distractors, synonyms_unseen) and the
+#: language switch (its own share, ``lang_share``).
+DEFAULT_AUGMENT_FAMILIES: tuple[str, ...] = (
+    "units", "mixed_units", "precision", "field_order", "noise", "dropout", "instruction",
+    "casing", "key_alias", "synonyms", "prose",
+)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time variation: a share of the rows rendered under label-preserving perturbation families
+    (:mod:`eval.perturb`), so the model learns what does not matter. Rows keep their labels; each varied row
+    records its draws (``variation``) and the train stage stores the summary in its checkpoints."""
+
+    # share of the rows of `splits` rendered under 1..max_families families (chosen per sample by a stable hash)
+    share: float = 0.5
+    # eval.perturb family names a varied row draws from (label-changing severities are never drawn)
+    families: tuple[str, ...] = DEFAULT_AUGMENT_FAMILIES
+    # at most this many distinct families per varied row
+    max_families: int = 3
+    # share of the rows of `splits` rendered in the other language (en <-> zh), independent of `share`
+    lang_share: float = 0.0
+    # seed of the draws; training draws have their own key space (eval.perturb.train_rng), disjoint from the
+    # evaluation's perturbation seeds whatever the numbers
+    seed: int = 1
+    # splits that get variation (evaluation splits stay canonical: robustness is measured, not trained, there)
+    splits: tuple[str, ...] = ("train",)
+
+
 DEFAULT_VARIANTS: tuple[VariantConfig, ...] = (
     VariantConfig(name="plain", prompt_type="instruction", cot=False),
     VariantConfig(name="cot", prompt_type="cot", cot=True),
@@ -112,6 +142,8 @@ class PromptsConfig:
     export_chatglm: bool = False
     # render at most this many records per split (None = all); for quick runs
     limit: int | None = None
+    # training-time variation (null = every row canonical)
+    augment: AugmentConfig | None = None
 
 
 # --------------------------------------------------------------------------- records
@@ -226,6 +258,9 @@ class Rendered:
     steps: list[str]  # rationale lines (empty for answer-only responses)
     answer: str
     truncated: bool = False
+    # training-time variation: {"seed", "steps": [[family, severity], ...]}; the canonical row to fall back on
+    variation: dict[str, Any] | None = None
+    canonical: "Rendered | None" = None
 
 
 def render_one(line: int, rec: dict[str, Any], opts: RenderOptions, cot: bool, path: Path) -> Rendered:
@@ -295,6 +330,8 @@ def to_row(r: Rendered, variant: VariantConfig, split: str, hashes: dict[tuple, 
     }
     if r.truncated:
         row["truncated"] = True
+    if r.variation is not None:
+        row["variation"] = r.variation
     return row
 
 
@@ -340,7 +377,13 @@ def budget_rows(
     tgt = counter.count([r.response for r in rendered])
     kept, dropped, truncated = [], 0, 0
     src_kept, tgt_kept = [], []
+    fallbacks = 0
     for r, ns, nt in zip(rendered, src, tgt, strict=True):
+        if r.canonical is not None and (ns > cfg.max_source_tokens - cfg.chat_overhead_tokens
+                                        or nt > cfg.max_target_tokens - 1):
+            # a varied row that does not fit keeps its canonical rendering (the variation is an extra, not data)
+            r, fallbacks = r.canonical, fallbacks + 1
+            ns, nt = counter.count([r.prompt])[0], counter.count([r.response])[0]
         if not fit_budgets(r, ns, nt, cfg, counter, f"split {split}, variant {variant.name}", path):
             dropped += 1
             continue
@@ -355,6 +398,9 @@ def budget_rows(
         "source_tokens": length_stats([n + cfg.chat_overhead_tokens for n in src_kept]),
         "target_tokens": length_stats([n + 1 for n in tgt_kept]),
     }
+    if any(r.variation is not None or r.canonical is not None for r in rendered):
+        stats["varied"] = sum(r.variation is not None for r in kept)
+        stats["varied_over_budget_kept_canonical"] = fallbacks
     return kept, stats
 
 
@@ -370,12 +416,68 @@ def check_config(cfg: PromptsConfig) -> None:
         raise ConfigError("languages: must not be empty")
     if cfg.max_source_tokens <= cfg.chat_overhead_tokens or cfg.max_target_tokens < 2:
         raise ConfigError("max_source_tokens must exceed chat_overhead_tokens and max_target_tokens be >= 2")
+    if cfg.augment is not None:
+        check_augment(cfg.augment)
     for i, v in enumerate(cfg.variants):
         for lang in [v.lang] if v.lang != "auto" else cfg.languages:
             try:
                 check_options(variant_options(v, lang))
             except ValueError as exc:
                 raise ConfigError(f"variants[{i}] ({v.name}, {lang}): {exc}") from None
+
+
+def check_augment(aug: AugmentConfig) -> None:
+    """The ``augment`` section: known, label-preserving families; shares in [0, 1] (ConfigError naming the key)."""
+    from eval import perturb
+
+    for key in ("share", "lang_share"):
+        if not 0.0 <= getattr(aug, key) <= 1.0:
+            raise ConfigError(f"augment.{key}: {getattr(aug, key)} is outside [0, 1]")
+    unknown = [f for f in aug.families if f not in perturb.SPECS]
+    if unknown:
+        raise ConfigError(f"augment.families: unknown {unknown}; known: {sorted(perturb.SPECS)}")
+    if "language" in aug.families:
+        raise ConfigError("augment.families: the language switch has its own share, augment.lang_share")
+    if aug.share > 0 and (not aug.families or aug.max_families < 1):
+        raise ConfigError("augment.families / augment.max_families: a positive share needs >= 1 family")
+
+
+def draw_variation(aug: AugmentConfig, sample_id: str) -> list[tuple[str, int]]:
+    """The families (with a label-preserving severity each) that one sample's rows are rendered under; empty
+    for a canonical row. Deterministic in ``(aug.seed, sample_id)``: every variant of a sample gets the same."""
+    from eval import perturb
+
+    digest = hashlib.sha256(f"augment|{aug.seed}|{sample_id}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    steps: list[tuple[str, int]] = []
+    if rng.random() < aug.share:
+        k = int(rng.integers(1, min(aug.max_families, len(aug.families)) + 1))
+        for name in rng.choice(list(aug.families), size=k, replace=False):
+            spec = perturb.get_spec(str(name))
+            levels = [lvl for lvl in sorted(spec.levels) if lvl not in spec.label_may_change]
+            steps.append((str(name), int(levels[int(rng.integers(len(levels)))])))
+    if rng.random() < aug.lang_share:
+        steps.append(("language", 1))
+    return steps
+
+
+def vary_one(canonical: Rendered, aug: AugmentConfig, cot: bool, path: Path) -> Rendered:
+    """``canonical`` rendered under its sample's variation draws (itself when none apply)."""
+    from eval import perturb
+
+    # families that cannot act on this row (instruction paraphrase of a compact prompt) are left out
+    steps = [(name, sev) for name, sev in draw_variation(aug, str(canonical.record["sample_id"]))
+             if perturb.is_applicable(name, canonical.record, canonical.opts)]
+    if not steps:
+        return canonical
+    varied = perturb.vary_example(canonical.record, canonical.opts, steps, aug.seed)
+    if varied is None:  # a step does not apply, or the edited track no longer shows the gold motion
+        return canonical
+    r = render_one(canonical.line, {**varied.record, "labels": canonical.record["labels"]}, varied.options, cot, path)
+    r.prompt = varied.prompt
+    r.variation = {"seed": aug.seed, "steps": [[name, sev] for name, sev in steps]}
+    r.canonical = canonical
+    return r
 
 
 def inputs(cfg: PromptsConfig) -> list[Path]:
@@ -420,6 +522,8 @@ def run(cfg: PromptsConfig) -> StageResult:
                     disable=len(records[split]) < 2000,
                 )
             ]
+            if cfg.augment is not None and split in cfg.augment.splits:
+                rendered = [vary_one(r, cfg.augment, variant.cot, path) for r in rendered]
             kept, stats = budget_rows(rendered, cfg, counter, variant, split, path)
             stats["skipped_unlabelled"] = skipped[split]
             lengths[variant.name][split] = stats

@@ -48,7 +48,7 @@ def test_deterministic_and_seed_dependent(records, name, sev, lang):
         changed_by_seed += c.prompt != a.prompt
         assert a.record["labels"] == rec["labels"]              # labels are never edited
     assert applied >= 6
-    deterministic = name in {"units", "precision", "truncate", "instruction"}  # no randomness in these
+    deterministic = name in {"units", "mixed_units", "precision", "truncate", "instruction", "language"}  # no randomness
     if deterministic:
         assert changed_by_seed == 0
     elif not (name == "dropout" and sev == 1):                  # decimation is deterministic too

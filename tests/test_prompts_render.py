@@ -346,7 +346,10 @@ def test_rendering_is_deterministic_and_options_round_trip():
     d = options_to_dict(opts)
     assert json.loads(json.dumps(d)) == d
     assert options_from_dict(json.loads(json.dumps(d))) == opts
-    assert set(d) == {f.name for f in dataclasses.fields(RenderOptions)}
+    # every field, except speed_units at its default (left out so rows written before it existed stay identical)
+    assert set(d) == {f.name for f in dataclasses.fields(RenderOptions)} - {"speed_units"}
+    mixed = dataclasses.replace(opts, speed_units="m/s")
+    assert options_from_dict(json.loads(json.dumps(options_to_dict(mixed)))) == mixed
 
 
 def test_template_hash_is_stable_and_tracks_template_edits(monkeypatch):
