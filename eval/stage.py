@@ -320,8 +320,9 @@ def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, A
                     p = perturb.perturb_example(record, options, entry.name, sev, seed)
                     if p is None:
                         continue
+                    # the perturbed prompt's language (the language family renders the other one)
                     examples.append(Example(row["sample_id"], variant, entry.name, sev, seed, p.prompt,
-                                            options.lang, gold, p.label_may_change, p.oracle_motion))
+                                            p.options.lang, gold, p.label_may_change, p.oracle_motion))
     return examples
 
 
