@@ -9,7 +9,10 @@ shell the way a user types them after ``make demo`` (activate the venv, then ``p
 
 from __future__ import annotations
 
+import ast
 import glob
+import importlib
+import inspect
 import os
 import re
 import shlex
@@ -241,6 +244,52 @@ def test_the_command_checker_refuses_what_the_cli_would():
 def test_the_readme_shows_commands_that_are_checked():
     commands = [" ".join(w[:2]) for _, w in pipeline_commands(README)]
     assert "run tiny" in commands and "run demo" in commands
+
+
+def python_examples(page: Path) -> list[str]:
+    """The page's ```python blocks."""
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def check_python_example(code: str) -> None:
+    """Raise if the example imports a name that does not exist or passes a keyword its callee lacks."""
+    tree = ast.parse(code)
+    names: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+                names[alias.asname or alias.name] = getattr(module, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+            params = inspect.signature(names[node.func.id]).parameters
+            if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                continue
+            unknown = [k.arg for k in node.keywords if k.arg and k.arg not in params]
+            assert not unknown, f"{node.func.id}() takes no keyword {unknown}"
+
+
+#: pages whose ```python blocks are interface sketches (signatures without bodies), not runnable examples
+SKETCH_PAGES = {"CONTRACT.md"}
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_examples(p) and p.name not in SKETCH_PAGES],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_examples_use_real_names_and_keywords(page):
+    for code in python_examples(page):
+        check_python_example(code)
+
+
+def test_the_python_example_checker_refuses_renames():
+    check_python_example("from pipeline.models.lm import load_model\nload_model('x', prefix_dir='d')")
+    with pytest.raises(AssertionError):
+        check_python_example("from pipeline.models.lm import no_such_name")
+    with pytest.raises(AssertionError):
+        check_python_example("from pipeline.models.lm import load_model\nload_model('x', no_such_kw=1)")
 
 
 # --------------------------------------------------------------------------------------------- (d)
