@@ -301,14 +301,18 @@ def test_the_readme_is_a_front_page():
 
 
 # --------------------------------------------------------------------------------------------- (e)
-def readme_tiny_script(bin_dir: Path, run_root: Path) -> str:
-    """The README's environment line and tiny-profile commands as one bash script, for this interpreter."""
+def readme_tiny_script(bin_dir: Path, run_root: Path, dry_run: bool = False) -> str:
+    """The README's environment line and tiny-profile commands as one bash script, for this interpreter.
+
+    ``dry_run`` appends ``--dry-run`` to each command: the shell, the interpreter, the CLI and the profile
+    are all exercised, nothing is trained.
+    """
     picked = []
     for line in fenced_lines(README.read_text(encoding="utf-8")):
         command = line.split(" #")[0].strip()
         if command.startswith("source .venv/bin/activate") or (
                 "tiny" in command.split() and ("python -m pipeline" in command or "glm-pipeline" in command)):
-            picked.append(command)
+            picked.append(command + (" --dry-run" if dry_run and not command.startswith("source") else ""))
     assert picked and picked[0].startswith("source"), "the README must show how to enter the environment first"
     script = "set -e\n" + "\n".join(picked) + "\n"
     script = script.replace(".venv/bin/", f"{bin_dir}/").replace("/tmp/tiny", str(run_root))
@@ -317,16 +321,31 @@ def readme_tiny_script(bin_dir: Path, run_root: Path) -> str:
     return script
 
 
-def test_the_readme_tiny_commands_run_from_a_shell_as_typed(tmp_path):
+def run_readme_tiny_commands(tmp_path: Path, dry_run: bool) -> subprocess.CompletedProcess:
+    """Run the README's tiny commands in ``bash`` from a fresh PATH, in the repository root, as typed."""
     bin_dir = Path(sys.executable).parent
     if not (bin_dir / "glm-pipeline").exists():
         pytest.skip(f"no glm-pipeline console script in {bin_dir}: the project is not installed here")
-    script = readme_tiny_script(bin_dir, tmp_path / "tiny")
+    script = readme_tiny_script(bin_dir, tmp_path / "tiny", dry_run)
     assert "run tiny" in script and "glm-pipeline" in script
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # a fresh shell: nothing of the project on PATH yet
     env["PYTHONPATH"] = str(ROOT)  # this checkout's code (the venv may hold an editable install of another)
-    done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, f"{script}\n--- stderr ---\n{done.stderr[-4000:]}"
+    return done
+
+
+def test_the_readme_tiny_commands_start_from_a_shell_as_typed(tmp_path):
+    """Fast: activate, then each README tiny command with --dry-run (its stage commands are printed)."""
+    done = run_readme_tiny_commands(tmp_path, dry_run=True)
+    assert "python -m pipeline train --config pipeline/configs/train_tiny.yaml" in done.stdout
+    assert not (tmp_path / "tiny").exists()  # a dry run writes nothing
+
+
+@pytest.mark.slow
+def test_the_readme_tiny_commands_run_from_a_shell_as_typed(tmp_path):
+    """The whole tiny profile as the README shows it (about 25 s on an idle 2-core box, minutes under load)."""
+    run_readme_tiny_commands(tmp_path, dry_run=False)
     assert (tmp_path / "tiny" / "evaluate" / "report.html").is_file()
     assert (tmp_path / "tiny" / "evaluate" / "manifest.json").is_file()
