@@ -32,7 +32,8 @@ the training rationales (nothing is re-derived here):
   concluded class left out), ``checks.unknown`` (a check clause that is none of them), ``unknown_line``.
 
 A row is **faithful** when its rationale is complete (every step there) and no claim is wrong. Numbers match
-when they differ by at most ``rel_tol`` (default 1 %) of the true value or half a unit of the rendered precision.
+when they differ by at most ``rel_tol`` (default 1 %) of the true value or half a unit of the rendered precision,
+compared in base units (``1.5 km`` where the rendering says ``1500 m`` is the same claim).
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ from prompts_cot.render import (
 )
 from prompts_cot.templates import TEMPLATES
 
-#: A number as the renderer writes it (fixed or scientific)
+#: A number as the renderer writes it (fixed or scientific), with the unit after it if any
 _NUM = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_NUM_UNIT = re.compile(r"(?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?:\s*(?P<unit>km/s|m/s|km|m)(?![A-Za-z]))?")
+#: factor to base units (m, m/s): a reply may write km where the record's rendering wrote m, or the reverse
+_TO_BASE = {"km": 1e3, "km/s": 1e3, "m": 1.0, "m/s": 1.0, None: 1.0}
 _REL = re.compile(r"\s*(<=|>=|<|>)\s*")
 _UNITS = {"m", "km", "m/s", "km/s"}
 STEPS = ("trend", "checks", "definition", "rule", "answer")
@@ -160,10 +164,19 @@ class Clause:
     """A check clause split into its term, numbers and relation."""
 
     term: str
-    lhs_numbers: tuple[str, ...]
+    lhs_numbers: tuple[tuple[str, str | None], ...]  # (number as written, unit or None)
     rel: str | None
     rhs_shape: str
-    rhs_numbers: tuple[str, ...]
+    rhs_numbers: tuple[tuple[str, str | None], ...]
+
+
+def _numbers(text: str) -> tuple[tuple[str, str | None], ...]:
+    return tuple((m.group("num"), m.group("unit")) for m in _NUM_UNIT.finditer(text))
+
+
+def _shape(text: str) -> str:
+    """The text with every number (and its unit) as ``#``: ``80% of start 5000 m`` -> ``#% of start #``."""
+    return _NUM_UNIT.sub("#", text).strip()
 
 
 def _term(text: str) -> str:
@@ -177,10 +190,10 @@ def parse_clause(text: str, lang: str) -> Clause:
     ``no burns`` (the bare fact) is read as ``burns 0 <= 0``, the way a track with burns is written."""
     w = TEMPLATES[lang]["rationale"]["terms"]
     if text.strip() == w["no_burns"]:
-        return Clause(w["burns"], ("0",), "<=", "#", ("0",))
+        return Clause(w["burns"], (("0", None),), "<=", "#", (("0", None),))
     m = _REL.search(text)
     lhs, rel, rhs = (text[: m.start()], m.group(1), text[m.end():]) if m else (text, None, "")
-    return Clause(_term(lhs), tuple(_NUM.findall(lhs)), rel, _NUM.sub("#", rhs).strip(), tuple(_NUM.findall(rhs)))
+    return Clause(_term(lhs), _numbers(lhs), rel, _shape(rhs), _numbers(rhs))
 
 
 def clause_of_check(check: Check, lang: str) -> Clause:
@@ -188,14 +201,23 @@ def clause_of_check(check: Check, lang: str) -> Clause:
     return parse_clause(check.text(), lang)
 
 
-def numbers_match(got: tuple[str, ...], want: tuple[str, ...], rel_tol: float) -> bool:
-    """Same count and each within ``rel_tol`` of the true value, or half a unit of its rendered precision."""
+def _step(number: str) -> float:
+    """The rendered precision of a number: one unit of its last digit (``1.50`` -> 0.01, ``1.5e+03`` -> 100)."""
+    mant, _, exp = number.lower().partition("e")
+    digits = len(mant.split(".")[1]) if "." in mant else 0
+    return 10.0 ** (int(exp or 0) - digits)
+
+
+def numbers_match(got: tuple[tuple[str, str | None], ...], want: tuple[tuple[str, str | None], ...],
+                  rel_tol: float) -> bool:
+    """Same count and each, in base units (a unit written with the number converts it), within ``rel_tol`` of the
+    true value or half a unit of the true value's rendered precision."""
     if len(got) != len(want):
         return False
-    for g, t in zip(got, want):
-        gv, tv = float(g), float(t)
-        step = 10.0 ** -(len(t.split(".")[1].split("e")[0]) if "." in t else 0)
-        if not math.isfinite(gv) or abs(gv - tv) > max(rel_tol * abs(tv), 0.5 * step + 1e-12):
+    for (g, gu), (t, tu) in zip(got, want):
+        gv, tv = float(g) * _TO_BASE[gu or tu], float(t) * _TO_BASE[tu]
+        tol = max(rel_tol * abs(tv), 0.5 * _step(t) * _TO_BASE[tu]) + 1e-12
+        if not math.isfinite(gv) or abs(gv - tv) > tol:
             return False
     return True
 

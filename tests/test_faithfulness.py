@@ -170,3 +170,14 @@ def test_every_rationale_the_prompts_stage_writes_is_faithful(tmp_path: Path):
             checked += 1
             langs.add(row["lang"])
     assert checked >= 40 and langs == {"en", "zh"}
+
+
+def test_numbers_are_compared_in_base_units():
+    rec = record_for("flyby")
+    text = reply(rec)
+    assert check_rationale(text.replace("min 1500 m >", "min 1.500 km >"), rec, COMPACT).faithful
+    assert check_rationale(text.replace("keep-out 200 m", "keep-out 0.2 km"), rec, COMPACT).faithful
+    assert not check_rationale(text.replace("min 1500 m >", "min 1.6 km >"), rec, COMPACT).faithful
+    km = RenderOptions(**{**COMPACT.__dict__, "units": "km"})
+    assert "min 1.500 km > keep-out 0.200 km" in reply(rec, km)
+    assert check_rationale(text, rec, km).faithful  # a reply in m to a prompt in km: the same claims
