@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from data_prep.rules import operation_intent, task_intent
+from data_prep.rules import CONTEXT_VALUES, operation_intent, task_intent
 from pipeline.core.answer import is_answer_line, parse_answer, value_to_label
 from pipeline.core.taxonomy import LEVELS
 from prompts_cot.render import (
@@ -258,8 +258,8 @@ def check_rule(v: Verdict, m: re.Match[str], record: dict[str, Any], motion: str
     op = value_to_label(m.group("operation"), "operation")
     task = value_to_label(m.group("task"), "task")
     v.conclusion.update(operation=op, task=task)
-    if motion is None or context.get("cooperative") is None or context.get("equipment") is None:
-        return
+    if motion is None or any(context.get(f) in (None, "unknown") for f in CONTEXT_VALUES):
+        return  # a track with unknown context (classify): the rule's claims cannot be checked
     r = TEMPLATES[lang]["rationale"]
     want_facts = r["fact_sep"].join(rule_facts(context, motion, lang))
     v.claim(m.group("facts").strip() == want_facts, "rule.facts", f"{m.group('facts')!r}, the record gives "

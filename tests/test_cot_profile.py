@@ -61,5 +61,5 @@ def test_shipped_demo_cot_configs_use_the_demo_levers():
     assert cot.method == plain.method  # text init from the same rule text, top-15-layer prefix
     profile = load_profile("demo_cot")
     steps = {s.name: s for s in profile.steps}
-    assert str(steps["train_cot"].config) .endswith("train_demo_cot.yaml")
+    assert str(steps["train_cot"].config).endswith("train_demo_cot.yaml")
     assert steps["compare_cot"].inputs == {"reports.plain": "evaluate", "reports.cot": "evaluate_cot"}
