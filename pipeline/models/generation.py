@@ -132,32 +132,16 @@ def answer_stop(tokenizer: Any) -> StopFn:
     return lambda ids: answer_line_done(tokenizer.decode(ids, skip_special_tokens=True))
 
 
-def generate(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = False,
-    stop_at_answer: bool = True,
-) -> list[str]:
-    """Greedy replies to raw ``prompts`` (the chat format is applied here via ``build_chat_prompt``)."""
-    return [r.text for r in generate_replies(lm, tokenizer, prompts, max_new_tokens, batch_size, progress,
-                                             stop_at_answer)]
+def generate(lm: PrefixLM, tokenizer: Any, prompts: list[str], *args: Any, **kwargs: Any) -> list[str]:
+    """Greedy replies to raw ``prompts`` (the chat format is applied here via ``build_chat_prompt``); the other
+    arguments are :func:`generate_replies`'."""
+    return [r.text for r in generate_replies(lm, tokenizer, prompts, *args, **kwargs)]
 
 
-def generate_timed(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = False,
-    stop_at_answer: bool = True,
-) -> list[tuple[str, float]]:
+def generate_timed(lm: PrefixLM, tokenizer: Any, prompts: list[str], *args: Any,
+                   **kwargs: Any) -> list[tuple[str, float]]:
     """Like :func:`generate` but also returns each row's latency (its batch's wall time / batch rows)."""
-    return [(r.text, r.latency_s) for r in generate_replies(lm, tokenizer, prompts, max_new_tokens, batch_size,
-                                                            progress, stop_at_answer)]
+    return [(r.text, r.latency_s) for r in generate_replies(lm, tokenizer, prompts, *args, **kwargs)]
 
 
 def generate_replies(
