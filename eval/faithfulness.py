@@ -64,7 +64,6 @@ _NUM_UNIT = re.compile(r"(?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?:\s*(?P<unit
 _TO_BASE = {"km": 1e3, "km/s": 1e3, "m": 1.0, "m/s": 1.0, None: 1.0}
 _REL = re.compile(r"\s*(<=|>=|<|>)\s*")
 _UNITS = {"m", "km", "m/s", "km/s"}
-STEPS = ("trend", "checks", "definition", "rule", "answer")
 
 
 @dataclass
