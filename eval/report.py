@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.faithfulness import summarise as summarise_faithfulness
 from eval.metrics import calibration, classification_summary, mcnemar_exact, paired_bootstrap_delta
 from eval.robustness import (
     CLEAN,
@@ -48,8 +49,13 @@ def clean_summary(rows: list[dict[str, Any]], seed: int = 0, n_resamples: int = 
     clean = [r for r in rows if r["perturbation"] == CLEAN]
     out = accuracy_with_ci([is_correct(r) for r in clean], seed=seed, n_resamples=n_resamples)
     out["invalid_rate"] = float(np.mean([is_invalid(r) for r in clean])) if clean else None
+    out["parse_rate"] = (1.0 - out["invalid_rate"]) if out["invalid_rate"] is not None else None
     lat = [r["latency_s"] for r in clean if r.get("latency_s")]
     out["examples_per_s"] = (1.0 / float(np.mean(lat))) if lat else None
+    # generated rows: new tokens per second of generation wall time (a row's latency is its batch's time / rows)
+    gen = [r for r in clean if r.get("new_tokens") is not None and r.get("latency_s")]
+    out["new_tokens_per_s"] = (sum(r["new_tokens"] for r in gen) / sum(r["latency_s"] for r in gen)) if gen else None
+    out["mean_new_tokens"] = float(np.mean([r["new_tokens"] for r in gen])) if gen else None
     out["levels"] = {}
     out["calibration"] = {}
     for lvl in LEVELS:
@@ -64,6 +70,27 @@ def clean_summary(rows: list[dict[str, Any]], seed: int = 0, n_resamples: int = 
             probs = np.array([[r["probs"][lvl].get(lab, 0.0) for lab in LABELS[lvl]] for r in scored])
             gold_idx = [LABELS[lvl].index(r["gold"][lvl]) for r in scored]
             out["calibration"][lvl] = calibration(probs, gold_idx)
+    return out
+
+
+def faithfulness_summary(rows: list[dict[str, Any]], seed: int = 0, n_resamples: int = 2000) -> dict[str, Any] | None:
+    """Rationale faithfulness of one group's generated CoT rows (:mod:`eval.faithfulness`), clean and perturbed:
+    faithful rate with a bootstrap CI, consistency rate, errors per claim type, examples of unfaithful rows."""
+    marked = [r for r in rows if isinstance(r.get("faithfulness"), dict)]
+    if not marked:
+        return None
+    out = {}
+    for part, subset in (("clean", [r for r in marked if r["perturbation"] == CLEAN]),
+                         ("perturbed", [r for r in marked if r["perturbation"] != CLEAN])):
+        if not subset:
+            continue
+        verdicts = [r["faithfulness"] for r in subset]
+        shown = [{"sample_id": r["sample_id"], "perturbation": r["perturbation"], "severity": r["severity"],
+                  "gold": r["gold"], "prompt": r["prompt"], "output": r["output"]} for r in subset]
+        summ = summarise_faithfulness(verdicts, shown)
+        ci = accuracy_with_ci([bool(v["faithful"]) for v in verdicts], seed=seed, n_resamples=n_resamples)
+        summ.update(faithful_ci_low=ci.get("ci_low"), faithful_ci_high=ci.get("ci_high"))
+        out[part] = summ
     return out
 
 
@@ -139,6 +166,7 @@ def build_report(rows: list[dict[str, Any]], manifest: dict[str, Any], baseline_
             "cells": cell_summary(grows, trained.get(key[0]), min_cell_n),
             "aggregates": agg,
             "flip_by_class": {lvl: flip_by_class(grows, lvl) for lvl in LEVELS},
+            "faithfulness": faithfulness_summary(grows, seed, n_resamples),
         })
     return {
         "manifest": manifest,
@@ -303,13 +331,13 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
                      _fmt(c["levels"]["motion"].get("macro_f1")), _fmt(c.get("invalid_rate")),
                      _fmt(a.get("mean_accuracy")), _fmt(a.get("std_accuracy")), _fmt(a.get("mean_pdr")),
                      f"{a.get('n_cells', 0)} (+{a.get('n_cells_too_small', 0)} small)", _fmt(a.get("worst_case_accuracy")),
-                     _fmt(a.get("consistency")), _fmt(c.get("examples_per_s"), 2)])
+                     _fmt(a.get("consistency")), _fmt(c.get("examples_per_s"), 2), _fmt(c.get("new_tokens_per_s"), 1)])
     return rows
 
 
 SUMMARY_HEADER = ["model", "variant", "mode", "n", "joint acc [95% CI]", *[f"{lvl} acc" for lvl in LEVELS],
                   "motion macro-F1", "invalid", "pert. mean acc", "pert. std", "mean PDR", "cells used",
-                  "worst-case", "consistency", "ex/s"]
+                  "worst-case", "consistency", "ex/s", "new tok/s"]
 ROBUST_HEADER = ["perturbation", "sev", "in training", "n", "acc [95% CI]", "Δ vs clean [95% CI]", "PDR", "flip",
                  "flip|correct", "invalid", "McNemar p", "label may change", "note"]
 CELLS_HEADER = ["model", "variant", "mode", "clean joint", "cells", "mean", "std over cells", "worst cell",
@@ -356,6 +384,38 @@ def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
     return [[c["kind"], c["a"], c["b"], str(c.get("n")), _fmt(c.get("accuracy_a")), _fmt(c.get("accuracy_b")),
              _ci(c, "delta", "delta_ci_low", "delta_ci_high"), _fmt(c.get("mcnemar_p"), 4)]
             for c in report["comparisons"] if c.get("n")]
+
+
+FAITH_HEADER = ["model", "variant", "mode", "rows", "n", "faithful [95% CI]", "consistent", "claims checked",
+                "most frequent errors (count)"]
+
+
+def faithfulness_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per group and part (clean, perturbed): faithful rate with CI, consistency rate, the top error types."""
+    out = []
+    for g in report["groups"]:
+        for part, f in (g.get("faithfulness") or {}).items():
+            top = ", ".join(f"{k} ({v})" for k, v in list(f["errors"].items())[:4]) or "none"
+            out.append([g["model_tag"], g["variant"], g["mode"], part, str(f["n"]),
+                        _ci(f, "faithful_rate", "faithful_ci_low", "faithful_ci_high"), _fmt(f["consistent_rate"]),
+                        str(f["claims"]), top])
+    return out
+
+
+def claim_error_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Errors per claim type (rows with the error / errors) for every group with faithfulness, clean rows."""
+    groups = [g for g in report["groups"] if (g.get("faithfulness") or {}).get("clean")]
+    kinds = sorted({k for g in groups for k in g["faithfulness"]["clean"]["errors"]})
+    header = ["claim type", *[f"{g['model_tag']}/{g['variant']}/{g['mode']} rows (errors)" for g in groups]]
+    rows = [[k, *[f"{g['faithfulness']['clean']['rows_with_error'].get(k, 0)} "
+                  f"({g['faithfulness']['clean']['errors'].get(k, 0)})" for g in groups]] for k in kinds]
+    return header, rows
+
+
+def faithfulness_examples(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(group name, example) of the unfaithful rationales the summaries kept."""
+    return [(f"{g['model_tag']}/{g['variant']}/{g['mode']} ({part})", ex) for g in report["groups"]
+            for part, f in (g.get("faithfulness") or {}).items() for ex in f["examples"]]
 
 
 COMPARE_HEADER = ["kind", "a", "b", "n", "acc a", "acc b", "Δ (a−b) [95% CI]", "McNemar p"]
@@ -430,6 +490,17 @@ def render_markdown(report: dict[str, Any]) -> str:
              "## Robustness std ratio (model / baseline)",
              f"Cells with fewer than {report.get('min_cell_n')} prompts are listed but kept out of std, ratio and PDR.",
              "", md_table(RATIO_HEADER, ratio_rows(report)), ""]
+    if faithfulness_rows(report):
+        header, rows = claim_error_rows(report)
+        parts += ["## Rationale faithfulness (generated CoT replies, eval/faithfulness.py)",
+                  "Faithful = every step there and every claim true of the record and the rule tables (trend, "
+                  "numbers, thresholds, comparisons, rule operation and task); consistent = the answer line names "
+                  "the rationale's own conclusion.", "", md_table(FAITH_HEADER, faithfulness_rows(report)), "",
+                  "### Errors per claim type (clean rows)", md_table(header, rows), "",
+                  "### Unfaithful rationales (examples)", ""]
+        for name, ex in faithfulness_examples(report):
+            parts += [f"**{name}** sample `{ex['sample_id']}`, gold `{ex['gold']}`: " + "; ".join(ex["notes"]), "",
+                      "```", ex["output"], "```", ""]
     if report.get("learning_curves"):
         parts += ["## Learning curve (train stage dev evaluations)", md_table(CURVE_HEADER, curve_rows(report)), ""]
     for g in report["groups"]:
@@ -456,6 +527,24 @@ CSS = ("body{font-family:sans-serif;margin:1.5em;max-width:1400px}table{border-c
        ".pair{display:grid;grid-template-columns:1fr 1fr;gap:0.5em}")
 
 
+def faithfulness_html(report: dict[str, Any]) -> list[str]:
+    """The rationale-faithfulness section of report.html (empty without generated CoT rows)."""
+    if not faithfulness_rows(report):
+        return []
+    esc = html.escape
+    header, rows = claim_error_rows(report)
+    parts = ["<h2>Rationale faithfulness</h2>",
+             "<p>Faithful = every step there and every claim true of the record and the rule tables; consistent = "
+             "the answer line names the rationale's own conclusion.</p>",
+             html_table(FAITH_HEADER, faithfulness_rows(report)), "<h3>Errors per claim type (clean rows)</h3>",
+             html_table(header, rows), "<h3>Unfaithful rationales (examples)</h3>"]
+    for name, ex in faithfulness_examples(report):
+        parts += [f"<p><b>{esc(name)}</b> sample <code>{esc(ex['sample_id'])}</code>, gold "
+                  f"<code>{esc(str(ex['gold']))}</code></p>",
+                  f"<pre>{esc(ex['prompt'])}\n\n=> {esc(ex['output'])}\n\n{esc(chr(10).join(ex['notes']))}</pre>"]
+    return parts
+
+
 def render_html(report: dict[str, Any]) -> str:
     """report.html: self-contained (inline CSS, plots as data: URIs)."""
     esc = html.escape
@@ -472,6 +561,7 @@ def render_html(report: dict[str, Any]) -> str:
              "<h2>Robustness std ratio</h2>",
              f"<p>Cells with fewer than {report.get('min_cell_n')} prompts are listed but kept out of std, ratio "
              "and PDR.</p>", html_table(RATIO_HEADER, ratio_rows(report)),
+             *faithfulness_html(report),
              "<h2>Learning curve</h2>", _img(plot_learning_curves(report), "learning curve"),
              html_table(CURVE_HEADER, curve_rows(report)),
              "<h2>Accuracy vs severity</h2>", _img(plot_severity_curves(report), "accuracy vs severity"),

@@ -37,6 +37,8 @@ from tqdm.auto import tqdm
 from eval import perturb
 from eval.report import build_report, write_reports
 from eval.robustness import CLEAN
+from eval.faithfulness import check_rationale
+from pipeline.core.answer import strip_answer_lines
 from pipeline.core.config import config_to_dict
 from pipeline.core.io import DataError, fault_point, index_jsonl_by_id, read_jsonl, sha256_file, write_jsonl
 from pipeline.core.stage import Stage, StageResult, committed_dir, expand_files
@@ -268,6 +270,10 @@ class Example:
     gold: dict[str, str | None]
     label_may_change: bool
     oracle_motion: str | None = None
+    # the record and render options the prompt was rendered from, for CoT variants (the faithfulness checker
+    # marks a generated rationale against them); None for answer-only variants
+    record: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    options: Any = dataclasses.field(default=None, repr=False)
 
 
 def load_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -289,6 +295,11 @@ def parse_gold(row: dict[str, Any], path: Path, lineno: int) -> dict[str, str | 
     return gold
 
 
+def is_cot_row(row: dict[str, Any]) -> bool:
+    """A prompts row whose target has a rationale before its answer line (a CoT variant)."""
+    return any(ln.strip() for ln in strip_answer_lines(str(row.get("response") or "")))
+
+
 def perturbed_subset(sample_ids: list[str], fraction: float) -> set[str]:
     """ceil(fraction * n) ids, the same whatever the variant: lowest sha256(sample_id) first."""
     k = math.ceil(fraction * len(sample_ids))
@@ -301,9 +312,13 @@ def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, A
     path = prompts_path(cfg, variant)
     rows = read_prompt_rows(path, limit=cfg.limit)
     examples: list[Example] = []
+    cot = any(is_cot_row(row) for _, row in rows)
     for lineno, row in rows:
-        examples.append(Example(row["sample_id"], variant, CLEAN, 0, 0, row["prompt"], row.get("lang", "en"),
-                                parse_gold(row, path, lineno), False))
+        ex = Example(row["sample_id"], variant, CLEAN, 0, 0, row["prompt"], row.get("lang", "en"),
+                     parse_gold(row, path, lineno), False)
+        if cot and isinstance(row.get("render"), dict) and row["sample_id"] in records:
+            ex.record, ex.options = records[row["sample_id"]], perturb.options_from_dict(row["render"])
+        examples.append(ex)
     subset = perturbed_subset([r["sample_id"] for _, r in rows], cfg.perturbed_fraction)
     todo = [(lineno, row) for lineno, row in rows if row["sample_id"] in subset] if cfg.perturbations else []
     for lineno, row in tqdm(todo, desc=f"perturb {variant}", disable=not todo):
@@ -322,13 +337,14 @@ def build_examples(cfg: EvalConfig, variant: str, records: dict[str, dict[str, A
                         continue
                     # the perturbed prompt's language (the language family renders the other one)
                     examples.append(Example(row["sample_id"], variant, entry.name, sev, seed, p.prompt,
-                                            p.options.lang, gold, p.label_may_change, p.oracle_motion))
+                                            p.options.lang, gold, p.label_may_change, p.oracle_motion,
+                                            p.record if cot else None, p.options if cot else None))
     return examples
 
 
 # -------------------------------------------------------------------------------------- resume cache
 #: version of the cache key layout (a new layout never matches an old line)
-CACHE_VERSION = "v2"
+CACHE_VERSION = "v3"  # v3: generation stops at the end of the answer line
 
 
 def model_fingerprint(entry: ModelEntry, prefix: Path | None, extra: str = "") -> str:
@@ -461,8 +477,8 @@ class PartialCache:
 
 
 def cached_answer(answer: dict[str, Any]) -> dict[str, Any]:
-    """The part of a model answer worth caching (output, parsed labels, label probabilities, latency)."""
-    keep = {k: answer[k] for k in ("output", "parsed", "probs") if k in answer}
+    """The part of a model answer worth caching (output, parsed labels, label probabilities, latency, new tokens)."""
+    keep = {k: answer[k] for k in ("output", "parsed", "probs", "new_tokens") if k in answer}
     keep["latency_s"] = round(float(answer.get("latency_s") or 0.0), 5)
     return keep
 
@@ -491,7 +507,8 @@ def preflight_checkpoints(cfg: EvalConfig) -> None:
 
 # ---------------------------------------------------------------------------------------------- run
 def prediction_row(ex: Example, tag: str, mode: str, answer: dict[str, Any], split: str) -> dict[str, Any]:
-    """A predictions.jsonl row (docs/CONTRACT.md schema, plus lang and oracle_motion)."""
+    """A predictions.jsonl row (docs/CONTRACT.md schema, plus lang and oracle_motion; a generated CoT reply also
+    gets its rationale's ``faithfulness`` verdict, :mod:`eval.faithfulness`)."""
     parsed = {lvl: answer["parsed"].get(lvl) for lvl in LEVELS}
     correct = {lvl: (parsed[lvl] == ex.gold[lvl]) if ex.gold[lvl] is not None else None for lvl in LEVELS}
     row = {"sample_id": ex.sample_id, "split": split, "model_tag": tag, "variant": ex.variant, "mode": mode,
@@ -501,6 +518,10 @@ def prediction_row(ex: Example, tag: str, mode: str, answer: dict[str, Any], spl
            "latency_s": round(float(answer.get("latency_s") or 0.0), 5)}
     if "probs" in answer:
         row["probs"] = answer["probs"]
+    if answer.get("new_tokens") is not None:
+        row["new_tokens"] = int(answer["new_tokens"])
+    if mode == "generate" and ex.record is not None and ex.options is not None:
+        row["faithfulness"] = check_rationale(answer["output"], ex.record, ex.options).to_dict()
     return row
 
 
@@ -643,7 +664,8 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
 
         torch.set_num_threads(cfg.num_threads)
     out_dir = Path(cfg.out_dir)
-    records = load_records(records_path(cfg)) if cfg.perturbations else {}
+    # perturbations re-render records; CoT rationales are checked against them
+    records = load_records(records_path(cfg))
     examples = {v: build_examples(cfg, v, records) for v in cfg.variants}
     preflight_checkpoints(cfg)
     systems = build_systems(cfg, examples)

@@ -322,11 +322,13 @@ def classify_records(clf: TrackClassifier, records: Sequence[dict[str, Any]], so
     Row fields: ``track_id``, ``sample_id``, ``lang``, ``mode``, ``motion``/``operation``/``task`` (the model's
     labels; None where a generated reply names none), ``probs`` (score mode: ``{level: {label: p}}``, each
     level summing to 1), ``output`` (generate: the reply; score: the answer line of the scored labels),
-    ``rationale`` (generate: the reply's text before its answer line, else None), ``prompt``, ``context``,
+    ``rationale`` (generate: the reply's text before its answer line, else None), ``faithfulness`` (with a
+    rationale: :func:`eval.faithfulness.check_rationale`'s verdict on it), ``prompt``, ``context``,
     ``features`` (all of :func:`data_prep.features.compute_features`), ``oracle`` (:func:`oracle_labels`),
     ``gold`` (the file's labels, or None) and ``agrees_with_oracle`` (per level, None where the oracle has
     no label).
     """
+    from eval.faithfulness import check_rationale
     from pipeline.core.answer import parse_reply
     from pipeline.models.scoring import answer_rows
 
@@ -347,6 +349,8 @@ def classify_records(clf: TrackClassifier, records: Sequence[dict[str, Any]], so
             row["probs"] = {level: {lab: ans["probs"][level][lab] for lab in LABELS[level]} for level in LEVELS}
         row["output"] = ans["output"]
         row["rationale"] = parse_reply(ans["output"])[1] if clf.mode == "generate" else None
+        if row["rationale"] is not None:  # a CoT reply: every claim of its rationale marked against the track
+            row["faithfulness"] = check_rationale(ans["output"], rec, opts).to_dict()
         row.update(prompt=prompt, context=rec.get("context"), features=rec["features"], oracle=oracle,
                    gold=rec.get("labels"), agrees_with_oracle=agreement(pred, oracle))
         rows.append(row)

@@ -33,6 +33,7 @@ from prompts_cot.templates import N_INSTRUCTION_VARIANTS, TEMPLATES
 
 __all__ = [
     "CONTEXT_FIELDS",
+    "Check",
     "FIELD_ORDER",
     "N_INSTRUCTION_VARIANTS",
     "RenderOptions",
@@ -47,6 +48,8 @@ __all__ = [
     "rationale_steps",
     "render_prompt",
     "render_response",
+    "rule_facts",
+    "threshold_checks",
     "thresholds",
     "value_text",
 ]
@@ -474,17 +477,50 @@ _NEGATE = {"<=": ">", ">": "<=", ">=": "<", "<": ">="}
 _HOLDS = {"<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b}
 
 
-def _compare(lhs: str, lval: float, rel: str, rhs: str, rval: float) -> str:
-    """``"{lhs} {rel} {rhs}"`` with the relation flipped when it does not hold (rationales stay true)."""
-    return f"{lhs} {rel if _HOLDS[rel](lval, rval) else _NEGATE[rel]} {rhs}"
+@dataclass(frozen=True)
+class Check:
+    """One threshold check of a CoT rationale's ``Check:`` step, as the relabelling rule states it.
+
+    ``text()`` is what the rationale writes: ``"{lhs} {relation} {rhs}"`` with the rule's relation flipped when it
+    does not hold for the record (rationales stay true). ``rel`` None is a bare fact (``no burns``).
+    """
+
+    # which rule threshold: hover_extent, keepout, flyby_ratios, approach_end, ... (per-claim error counts)
+    name: str
+    # the terms key of the quantity on the left: final, speed, start, min, burns, extent, radial, ratios
+    quantity: str
+    lhs: str
+    rel: str | None
+    rhs: str
+    holds: bool = True
+
+    @property
+    def relation(self) -> str | None:
+        """The relation the rationale writes: the rule's when it holds, else its negation."""
+        if self.rel is None:
+            return None
+        return self.rel if self.holds else _NEGATE[self.rel]
+
+    def text(self) -> str:
+        return self.lhs if self.rel is None else f"{self.lhs} {self.relation} {self.rhs}"
+
+
+def _check(name: str, quantity: str, lhs: str, lval: float, rel: str, rhs: str, rval: float) -> Check:
+    """A :class:`Check` of ``lval rel rval`` (whether it holds decides the written relation)."""
+    return Check(name, quantity, lhs, rel, rhs, bool(_HOLDS[rel](lval, rval)))
 
 
 def _ratio_text(x: float) -> str:
     return f"{x:.2f}"
 
 
-def _checks(f: dict[str, Any], motion: str, opts: RenderOptions, th: Thresholds) -> list[str]:
-    """The key numbers of ``motion``'s relabelling rule (data_prep.labelling) against its thresholds."""
+def threshold_checks(f: dict[str, Any], motion: str, opts: RenderOptions, th: Thresholds | None = None) -> list[Check]:
+    """The key numbers of ``motion``'s relabelling rule (data_prep.labelling) against its thresholds.
+
+    The ``Check:`` step of the rationale is ``check_sep.join(c.text() for c in threshold_checks(...))``; the
+    faithfulness checker (eval.faithfulness) compares a generated step with these claims.
+    """
+    th = th or thresholds()
     w = TEMPLATES[opts.lang]["rationale"]["terms"]
     _, _, du, vu = _unit_scale(opts)
     r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
@@ -504,73 +540,77 @@ def _checks(f: dict[str, Any], motion: str, opts: RenderOptions, th: Thresholds)
         return w["pct_of_start"].format(pct=f"{100 * frac:g}", r0=_dist(r0, opts), d_unit=du)
 
     burns = f"{w['burns']} {nb}"
-    no_burns = _compare(burns, nb, "<=", "0", 0) if nb else w["no_burns"]
+    no_burns = (_check("no_burns", "burns", burns, nb, "<=", "0", 0) if nb
+                else Check("no_burns", "burns", w["no_burns"], None, ""))
     speed_lhs = f"{w['speed']} {_speed(vf, opts)} {vu}"
     if motion == "hovering":
         norm = math.sqrt(sum(e * e for e in ext))
         return [
-            _compare(dist("extent", norm), norm, "<=", pct(th.hover_range_tolerance), th.hover_range_tolerance * r0),
-            _compare(speed_lhs, vf, "<=", speed(th.hover_speed_mps), th.hover_speed_mps),
+            _check("hover_extent", "extent", dist("extent", norm), norm, "<=", pct(th.hover_range_tolerance),
+                   th.hover_range_tolerance * r0),
+            _check("hover_speed", "speed", speed_lhs, vf, "<=", speed(th.hover_speed_mps), th.hover_speed_mps),
         ]
     if motion == "rendezvous":
         start_min = th.rendezvous_min_start_factor * th.rendezvous_range_m
         return [
-            _compare(dist("final", rf), rf, "<=", dist("", th.rendezvous_range_m), th.rendezvous_range_m),
-            _compare(speed_lhs, vf, "<=", speed(th.rendezvous_speed_mps), th.rendezvous_speed_mps),
-            _compare(dist("start", r0), r0, ">=", dist("", start_min), start_min),
+            _check("rendezvous_final", "final", dist("final", rf), rf, "<=", dist("", th.rendezvous_range_m),
+                   th.rendezvous_range_m),
+            _check("rendezvous_speed", "speed", speed_lhs, vf, "<=", speed(th.rendezvous_speed_mps),
+                   th.rendezvous_speed_mps),
+            _check("rendezvous_start", "start", dist("start", r0), r0, ">=", dist("", start_min), start_min),
         ]
     if motion == "collision":
         return [
-            _compare(dist("final", rf), rf, "<=", dist("", th.contact_range_m), th.contact_range_m),
-            _compare(speed_lhs, vf, ">", speed(th.rendezvous_speed_mps), th.rendezvous_speed_mps),
+            _check("contact_final", "final", dist("final", rf), rf, "<=", dist("", th.contact_range_m),
+                   th.contact_range_m),
+            _check("contact_speed", "speed", speed_lhs, vf, ">", speed(th.rendezvous_speed_mps),
+                   th.rendezvous_speed_mps),
         ]
     if motion == "random":
-        return [_compare(burns, nb, ">=", str(th.random_min_burns), th.random_min_burns)]
+        return [_check("random_burns", "burns", burns, nb, ">=", str(th.random_min_burns), th.random_min_burns)]
     if motion == "retreat":
         closing = 1.0 - th.retreat_min_closing_frac
         opening = 1.0 + th.retreat_min_opening_frac
         return [
-            _compare(burns, nb, ">=", "1", 1),
-            _compare(dist("min", rmin), rmin, "<=", pct(closing), closing * r0),
-            _compare(dist("final", rf), rf, ">=", f"{opening:g}{w['x_min']}", opening * rmin),
+            _check("retreat_burns", "burns", burns, nb, ">=", "1", 1),
+            _check("retreat_closing", "min", dist("min", rmin), rmin, "<=", pct(closing), closing * r0),
+            _check("retreat_opening", "final", dist("final", rf), rf, ">=", f"{opening:g}{w['x_min']}",
+                   opening * rmin),
         ]
     if motion in ("flyby", "fly_around"):
         a, b = r0 / max(rmin, 1e-9), rf / max(rmin, 1e-9)
         ratios = f"{w['ratios']} {_ratio_text(a)}/{_ratio_text(b)}"
         if motion == "flyby":  # both ratios at least the threshold, nearly straight pass
-            ratio_check = _compare(ratios, min(a, b), ">=", f"{th.flyby_min_range_ratio:g}", th.flyby_min_range_ratio)
+            ratio_check = _check("flyby_ratios", "ratios", ratios, min(a, b), ">=", f"{th.flyby_min_range_ratio:g}",
+                                 th.flyby_min_range_ratio)
             xrel, xfrac = "<=", th.flyby_max_radial_frac
         else:  # both ratios within the band, swings round radially
-            ratio_check = _compare(
-                ratios, max(a, b), "<=", f"{th.fly_around_max_range_ratio:g}", th.fly_around_max_range_ratio
-            )
+            ratio_check = _check("fly_around_ratios", "ratios", ratios, max(a, b), "<=",
+                                 f"{th.fly_around_max_range_ratio:g}", th.fly_around_max_range_ratio)
             xrel, xfrac = ">=", th.fly_around_min_radial_frac
         return [
             no_burns,
-            _compare(
-                dist("min", rmin),
-                rmin,
-                ">",
-                f"{w['keepout']} {_dist(th.keepout_radius_m, opts)} {du}",
-                th.keepout_radius_m,
-            ),
+            _check("keepout", "min", dist("min", rmin), rmin, ">",
+                   f"{w['keepout']} {_dist(th.keepout_radius_m, opts)} {du}", th.keepout_radius_m),
             ratio_check,
-            _compare(dist("radial", ext[0]), ext[0], xrel, f"{xfrac:g}{w['x_min']}", xfrac * rmin),
+            _check(f"{motion}_radial", "radial", dist("radial", ext[0]), ext[0], xrel, f"{xfrac:g}{w['x_min']}",
+                   xfrac * rmin),
         ]
     if motion == "approach":
         closing = 1.0 - th.approach_min_closing_frac
         end_tol = 1.0 + th.approach_end_tolerance
         return [
             no_burns,
-            _compare(dist("final", rf), rf, "<=", pct(closing), closing * r0),
-            _compare(dist("final"), rf, "<=", f"{end_tol:g}{w['x_min']}", end_tol * rmin),
-            _compare(speed_lhs, vf, ">", speed(th.hover_speed_mps), th.hover_speed_mps),
-            _compare(dist("final"), rf, ">", dist("", th.rendezvous_range_m), th.rendezvous_range_m),
+            _check("approach_closing", "final", dist("final", rf), rf, "<=", pct(closing), closing * r0),
+            _check("approach_end", "final", dist("final"), rf, "<=", f"{end_tol:g}{w['x_min']}", end_tol * rmin),
+            _check("approach_speed", "speed", speed_lhs, vf, ">", speed(th.hover_speed_mps), th.hover_speed_mps),
+            _check("approach_not_arrived", "final", dist("final"), rf, ">", dist("", th.rendezvous_range_m),
+                   th.rendezvous_range_m),
         ]
-    return [burns]
+    return [Check("burns", "burns", burns, None, "")]
 
 
-def _rule_facts(context: dict[str, Any], motion: str, lang: str) -> list[str]:
+def rule_facts(context: dict[str, Any], motion: str, lang: str) -> list[str]:
     """Cooperativeness and equipment, plus the one context element a rule row may hinge on
     (camera -> lighting, antenna -> electromagnetic, arm at rendezvous -> size; data_prep.rules)."""
     r = TEMPLATES[lang]["rationale"]
@@ -602,14 +642,15 @@ def rationale_steps(record: dict[str, Any], opts: RenderOptions) -> list[str]:
     if f is not None:
         th = thresholds()
         steps.append(r["trend"].format(trend=r["trend_short"][motion_trend(f, th)]))
-        steps.append(r["numbers"].format(checks=r["check_sep"].join(_checks(f, motion, opts, th))))
+        checks = threshold_checks(f, motion, opts, th)
+        steps.append(r["numbers"].format(checks=r["check_sep"].join(c.text() for c in checks)))
     steps.append(r["definition"].format(motion=display(motion, lang), definition=r["definitions"][motion]))
     context = record.get("context") or {}
     if context.get("cooperative") is not None and context.get("equipment") is not None:
         m, op, task = (display(labels[k], lang) for k in LEVELS)
         steps.append(
             r["rule"].format(
-                facts=r["fact_sep"].join(_rule_facts(context, motion, lang)), motion=m, operation=op, task=task
+                facts=r["fact_sep"].join(rule_facts(context, motion, lang)), motion=m, operation=op, task=task
             )
         )
     return steps

@@ -60,6 +60,34 @@ def is_answer_line(line: str) -> bool:
     return bool(_ANSWER_LINE_START.match(line))
 
 
+@lru_cache(maxsize=None)
+def _extended_last_labels(lang: str) -> frozenset[str]:
+    """Display names of the last level's labels that are a proper prefix of another one (in ``lang``): an
+    answer line ending in one of them may still be growing."""
+    names = [display(lab, lang) for lab in LABELS[LEVELS[-1]]]
+    return frozenset(a for a in names if any(b != a and b.startswith(a) for b in names))
+
+
+def answer_line_done(text: str) -> bool:
+    """True when a reply being generated has finished its answer line (generation may stop there).
+
+    Either an answer line is followed by a line break, or the reply's last line already is a whole answer line
+    as :func:`format_answer` writes it (every level, the last label complete: no other label of the last level
+    extends it), so the model need not spend a step on the line break or EOS.
+    """
+    lines = str(text).split("\n")
+    if any(is_answer_line(ln) for ln in lines[:-1]):
+        return True
+    last = lines[-1].strip()
+    if not is_answer_line(last):
+        return False
+    parsed = parse_answer(last, mentions=False)
+    if any(parsed[level] is None for level in LEVELS):
+        return False
+    return any(format_answer(parsed, lang) == last  # type: ignore[arg-type]
+               and display(parsed[LEVELS[-1]], lang) not in _extended_last_labels(lang) for lang in ANSWER_FORMAT)
+
+
 def strip_answer_lines(text: str) -> list[str]:
     """The lines of ``text`` that are not answer lines (the rationale part of a CoT reply)."""
     return [ln for ln in str(text).splitlines() if not is_answer_line(ln)]
@@ -285,7 +313,7 @@ def is_invalid(parsed: dict[str, str | None], levels: tuple[str, ...] = LEVELS) 
     return any(parsed.get(level) is None for level in levels)
 
 
-__all__ = ["ANSWER_FORMAT", "LEVEL_KEYS", "answer_lines", "find_label_mentions", "format_answer", "is_answer_line",
+__all__ = ["ANSWER_FORMAT", "LEVEL_KEYS", "answer_line_done", "answer_lines", "find_label_mentions", "format_answer", "is_answer_line",
            "is_invalid", "level_of_key", "normalise_text", "parse_answer", "parse_answer_body", "parse_reply",
            "parse_sentences", "strip_answer_lines", "unrecognised_values", "value_to_label"]
 

@@ -1,7 +1,9 @@
 """Greedy generation and candidate scoring with a :class:`~pipeline.models.lm.PrefixLM`.
 
 * :func:`generate` -- batched greedy decoding over the KV cache: prompts left-padded, the prefix
-  computed once per batch and shared by its rows, each row stops at its own EOS.
+  computed once per batch and shared by its rows, each row stops at its own EOS or at the end of its
+  answer line (:func:`pipeline.core.answer.answer_line_done`); :func:`generate_replies` adds latency and
+  new-token counts.
 * :func:`score_candidates` -- summed log-probability of every candidate continuation after each
   chat-formatted prompt; the prompt (with the prefix) is encoded once and its KV cache reused for
   all ``k`` candidates.
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.core.answer import answer_line_done
 from pipeline.methods.base import eval_mode
 from pipeline.models.lm import PrefixLM, encode_chat_prompt, positions_from_mask
 from pipeline.models.tokenizer import pad_token_id
@@ -68,14 +71,29 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 
 # ------------------------------------------------------------------------------------------- generate
+#: ``row's new ids so far -> True`` when the row is done (it keeps the token that completed it)
+StopFn = Callable[[list[int]], bool]
+
+
+class Reply(NamedTuple):
+    """One greedy reply: its text, its latency (its batch's wall time / batch rows) and its new token count."""
+
+    text: str
+    latency_s: float
+    new_tokens: int
+
+
 @torch.no_grad()
 def generate_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int
+    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
+    stop: StopFn | None = None,
 ) -> list[list[int]]:
     """Greedy-decode one batch of token-id prompts; returns the new ids per row, EOS excluded.
 
-    Shapes: prompts left-padded to ``(B, T)``; the cache holds ``(B, kv_heads, P+T+t, head_dim)``
-    per layer at step ``t``; only the last position's logits ``(B, vocab)`` are computed.
+    A row ends at its first EOS, or (``stop``) at the first token after which ``stop(row_ids)`` is true, or at
+    ``max_new_tokens``; the batch ends when every row has. Shapes: prompts left-padded to ``(B, T)``; the cache
+    holds ``(B, kv_heads, P+T+t, head_dim)`` per layer at step ``t``; only the last position's logits ``(B, vocab)``
+    are computed.
     """
     device = lm.device
     ids, mask = pad_left(prompt_ids, pad_id, device)
@@ -83,66 +101,74 @@ def generate_ids(
     cache = lm.new_cache(b, read_only=False)  # the prefix, computed once for the whole batch
     positions = positions_from_mask(mask, lm.position_offset)
     full_mask = lm.extend_mask(mask)
-    eos = torch.tensor(list(eos_ids), device=device)
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    out_tokens: list[torch.Tensor] = []
+    eos_set = {int(e) for e in eos_ids}
+    finished = [False] * b
+    rows: list[list[int]] = [[] for _ in range(b)]
     out = lm.call_base(ids, full_mask, positions, cache, use_cache=True, logits_to_keep=1)
     next_pos = positions[:, -1:] + 1
     for step in range(max_new_tokens):
         nxt = out.logits[:, -1].argmax(-1)
-        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
-        out_tokens.append(nxt)
-        finished |= torch.isin(nxt, eos)
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        for i, tok in enumerate(nxt.tolist()):
+            if finished[i]:
+                continue
+            if tok in eos_set:
+                finished[i] = True
+                continue
+            rows[i].append(tok)
+            if stop is not None and stop(rows[i]):
+                finished[i] = True
+        if all(finished) or step == max_new_tokens - 1:
             break
+        # finished rows keep decoding a pad token (their output is already cut); the batch shape stays fixed
+        nxt = torch.where(torch.tensor(finished, device=device), torch.full_like(nxt, pad_id), nxt)
         full_mask = torch.cat([full_mask, full_mask.new_ones(b, 1)], dim=1)
         out = lm.call_base(nxt[:, None], full_mask, next_pos, cache, use_cache=True, logits_to_keep=1)
         next_pos = next_pos + 1
-    if not out_tokens:
-        return [[] for _ in range(b)]
-    rows = torch.stack(out_tokens, dim=1).tolist()
-    eos_set = set(int(e) for e in eos_ids)
-    result = []
-    for row in rows:
-        cut = next((i for i, t in enumerate(row) if t in eos_set), len(row))
-        result.append(row[:cut])
-    return result
+    return rows
 
 
-def generate(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> list[str]:
-    """Greedy replies to raw ``prompts`` (the chat format is applied here via ``build_chat_prompt``)."""
-    return [text for text, _ in generate_timed(lm, tokenizer, prompts, max_new_tokens, batch_size, progress)]
+def answer_stop(tokenizer: Any) -> StopFn:
+    """Stop a row once its decoded reply has finished its answer line (:func:`pipeline.core.answer.answer_line_done`)."""
+    return lambda ids: answer_line_done(tokenizer.decode(ids, skip_special_tokens=True))
 
 
-def generate_timed(
-    lm: PrefixLM,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> list[tuple[str, float]]:
+def generate(lm: PrefixLM, tokenizer: Any, prompts: list[str], *args: Any, **kwargs: Any) -> list[str]:
+    """Greedy replies to raw ``prompts`` (the chat format is applied here via ``build_chat_prompt``); the other
+    arguments are :func:`generate_replies`'."""
+    return [r.text for r in generate_replies(lm, tokenizer, prompts, *args, **kwargs)]
+
+
+def generate_timed(lm: PrefixLM, tokenizer: Any, prompts: list[str], *args: Any,
+                   **kwargs: Any) -> list[tuple[str, float]]:
     """Like :func:`generate` but also returns each row's latency (its batch's wall time / batch rows)."""
+    return [(r.text, r.latency_s) for r in generate_replies(lm, tokenizer, prompts, *args, **kwargs)]
+
+
+def generate_replies(
+    lm: PrefixLM,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    progress: bool = False,
+    stop_at_answer: bool = True,
+) -> list[Reply]:
+    """Greedy :class:`Reply` per prompt, in length-sorted batches; ``stop_at_answer``: a row ends at the end of its
+    answer line (:func:`answer_stop`) as well as at EOS, so a CoT reply costs its rationale and answer, no more."""
     if not prompts:
         return []
     encoded = [encode_chat_prompt(tokenizer, p) for p in prompts]
     eos_ids, pad_id = eos_token_ids(lm, tokenizer), pad_token_id(tokenizer)
-    results: list[tuple[str, float] | None] = [None] * len(prompts)
+    stop = answer_stop(tokenizer) if stop_at_answer else None
+    results: list[Reply | None] = [None] * len(prompts)
     batches = length_sorted_batches([len(e) for e in encoded], batch_size)
     with eval_mode(lm):
         for batch in tqdm(batches, desc="generate", disable=not progress):
             t0 = time.perf_counter()
-            new_ids = generate_ids(lm, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id)
+            new_ids = generate_ids(lm, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id, stop)
             latency = (time.perf_counter() - t0) / len(batch)
             for i, ids in zip(batch, new_ids):
-                results[i] = (tokenizer.decode(ids, skip_special_tokens=True), latency)
+                results[i] = Reply(tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n"), latency, len(ids))
     return results  # type: ignore[return-value]
 
 
@@ -231,6 +257,7 @@ def score_candidates(
     return scores
 
 
-__all__ = ["eos_token_ids", "generate", "generate_ids", "generate_timed", "head_probabilities",
+__all__ = ["Reply", "StopFn", "answer_stop", "eos_token_ids", "generate", "generate_ids", "generate_replies",
+           "generate_timed", "head_probabilities",
            "length_sorted_batches", "pad_left",
            "pad_right", "score_candidates", "score_ids"]

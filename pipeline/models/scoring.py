@@ -1,6 +1,6 @@
 """Answer a batch of prompts in the two scoring modes, and measure their throughput.
 
-* **generate**: greedy batched decoding (:func:`pipeline.models.generation.generate_timed`), then
+* **generate**: greedy batched decoding (:func:`pipeline.models.generation.generate_replies`), then
   :func:`pipeline.core.answer.parse_answer`.
 * **score** (label scoring): for each level, the candidates are the level's labels in display form
   for the row's language, written as the *answer line the trained model emits*, cut right after
@@ -36,7 +36,7 @@ from pipeline.core.answer import format_answer, parse_answer
 from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
 from pipeline.methods.base import eval_mode
 from pipeline.models.generation import (
-    generate_timed,
+    generate_replies,
     head_probabilities,
     length_sorted_batches,
     pad_left,
@@ -303,15 +303,16 @@ def format_scored(parsed: dict[str, str], lang: str) -> str:
 
 def generate_rows(lm: Any, tokenizer: Any, prompts: Sequence[str], langs: Sequence[str],
                   batch_size: int = 8, max_new_tokens: int = 128) -> list[dict[str, Any]]:
-    """Greedy replies, parsed; per row ``{"output", "parsed", "latency_s"}`` (cls heads: their answer line)."""
+    """Greedy replies (each ending at its answer line), parsed; per row ``{"output", "parsed", "latency_s",
+    "new_tokens"}`` (cls heads: their answer line)."""
     if has_cls_head(lm):
         t0 = time.perf_counter()
         rows = head_rows(lm, tokenizer, prompts, langs, batch_size)
         lat = (time.perf_counter() - t0) / max(len(rows), 1)
         return [{**r, "latency_s": lat} for r in rows]
-    replies = generate_timed(lm, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return [{"output": text, "parsed": parse_answer(text, lang), "latency_s": lat}
-            for (text, lat), lang in zip(replies, langs)]
+    replies = generate_replies(lm, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [{"output": r.text, "parsed": parse_answer(r.text, lang), "latency_s": r.latency_s,
+             "new_tokens": r.new_tokens} for r, lang in zip(replies, langs)]
 
 
 def answer_rows(lm: Any, tokenizer: Any, mode: str, prompts: Sequence[str], langs: Sequence[str],
