@@ -38,8 +38,8 @@ times and gaps, any window length. Layouts:
 from __future__ import annotations
 
 import csv
-import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,8 @@ from data_prep import rules
 from data_prep.cw import ORBIT_ALTITUDE_M
 from data_prep.features import compute_features
 from pipeline.core.taxonomy import LABELS, LEVELS, canonical_label
-from pipeline.core.io import DataError, read_jsonl
+from pipeline.core.binary import read_npz
+from pipeline.core.io import DataError, parse_json, read_jsonl
 
 #: Unit factors to SI per dimension (s, m, deg, m/s).
 UNITS: dict[str, dict[str, float]] = {
@@ -111,6 +112,22 @@ def _parse_units(path: Path, line: int | None, spec: Any) -> dict[str, str]:
                             + ", ".join(f"{d}: {'|'.join(u)}" for d, u in UNITS.items()))
         out[dim] = unit
     return out
+
+
+def check_units_header(path: Path, line: int | None, names: Iterable[str], declared: dict[str, str]) -> None:
+    """Refuse a file whose own units declaration contradicts its column suffixes (evidence in the message).
+
+    A header ``distance=km`` over a column ``range_m`` says two different things about one file:
+    one of them is wrong, and reading either silently would scale the track by 1000.
+    """
+    for name in names:
+        for quantities in (SENSOR_FORM, LVLH_FORM):
+            for q, dim in quantities.items():
+                unit = name[len(q) + 1:] if name.startswith(f"{q}_") else None
+                if unit in UNITS[dim] and dim in declared and declared[dim] != unit:
+                    raise DataError(path, line, "units",
+                                    f"the file declares {dim}={declared[dim]}, but column {name!r} is named in "
+                                    f"{unit}; fix the units declaration or rename the column")
 
 
 def _resolve_columns(path: Path, line: int | None, names: Iterable[str], units: dict[str, str]
@@ -197,6 +214,7 @@ def _csv_rows(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, Any
         if ":" in text:
             key, value = text.split(":", 1)
             meta[key.strip().lower()] = value.strip()
+            meta[f"{key.strip().lower()}_line"] = start + 1
         start += 1
     if start >= len(lines):
         raise DataError(path, None, None, "CSV file has no header row")
@@ -218,7 +236,7 @@ def _jsonl_rows(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, A
     rows: list[tuple[int, dict[str, Any]]] = []
     for line, obj in read_jsonl(path):
         if not rows and set(obj) == {"units"}:
-            meta["units"] = obj["units"]
+            meta["units"], meta["units_line"] = obj["units"], line
             continue
         lists = {k: v for k, v in obj.items() if isinstance(v, list)}
         if not lists:
@@ -235,24 +253,26 @@ def _jsonl_rows(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, A
 
 def _npz_rows(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], int | None]:
     """NPZ columns (equal-length 1-D arrays) as rows; 'line' = index + 1."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, None, None, f"not a readable NPZ file ({exc})") from None
     meta: dict[str, Any] = {}
     cols: dict[str, np.ndarray] = {}
-    for key in data.files:
-        arr = data[key]
+    for key, arr in read_npz(path).items():
         if key == "units":
-            meta["units"] = json.loads(str(arr)) if arr.ndim == 0 else None
+            if arr.ndim != 0:
+                raise DataError(path, None, key, f"expected a 0-d string array (JSON), got shape {arr.shape}")
+            meta["units"] = parse_json(str(arr), path)
             continue
         if arr.ndim != 1:
             raise DataError(path, None, key, f"expected a 1-D array, got shape {arr.shape}")
+        if arr.dtype.kind not in "biufUS":
+            raise DataError(path, None, key, f"unsupported array dtype {arr.dtype} (numbers or strings)")
         cols[key] = arr
-    lengths = {len(a) for a in cols.values()}
-    if len(lengths) > 1:
-        raise DataError(path, None, None, f"arrays differ in length ({sorted(lengths)})")
-    n = lengths.pop() if lengths else 0
+    lengths = Counter(len(a) for a in cols.values())
+    if len(lengths) > 1:  # name the column that disagrees with the others (the shortest on a tie)
+        n = max(lengths, key=lambda length: (lengths[length], length))
+        odd = min((k for k, a in cols.items() if len(a) != n), key=lambda k: len(cols[k]))
+        raise DataError(path, None, odd, f"has {len(cols[odd])} values, the other columns {n} "
+                                         f"(arrays differ in length: {sorted(lengths)})")
+    n = next(iter(lengths)) if lengths else 0
     rows = [(i + 1, {k: (a[i].item() if hasattr(a[i], "item") else a[i]) for k, a in cols.items()}) for i in range(n)]
     return meta, rows, None
 
@@ -303,10 +323,12 @@ def read_tracks(
     meta, rows, header_line = {"csv": _csv_rows, "jsonl": _jsonl_rows, "npz": _npz_rows}[kind](path)
     if not rows:
         raise DataError(path, None, None, "no samples in the track file")
-    declared = _parse_units(path, header_line, meta["units"]) if meta.get("units") else {}
+    units_line = meta.get("units_line", header_line)
+    declared = _parse_units(path, units_line, meta["units"]) if meta.get("units") else {}
+    names = list(dict.fromkeys(k for _, row in rows for k in row))
+    check_units_header(path, units_line, names, declared)
     if units:
         declared.update(_parse_units(path, None, units))
-    names = list(dict.fromkeys(k for _, row in rows for k in row))
     form, columns = _resolve_columns(path, header_line or rows[0][0], names, declared)
     default_orbit = _context_value(path, None, "orbit", orbit) if orbit else "LEO"
     tracks: dict[str, list[tuple[int, dict[str, Any]]]] = {}
