@@ -424,6 +424,8 @@ def commit_outputs(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> No
         write_json(out_dir / MANIFEST, manifest)
     except BaseException:
         roll_back(moves)
+        with contextlib.suppress(OSError):
+            trash.rmdir()  # only when the roll-back emptied it
         raise
     fault_point("stage.after_manifest")
     shutil.rmtree(trash, ignore_errors=True)
