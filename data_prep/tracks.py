@@ -52,7 +52,7 @@ from data_prep.cw import ORBIT_ALTITUDE_M, arc_misfit, fit_mean_motion, orbit_me
 from data_prep.features import analysis_step, compute_features, line_of_sight
 from pipeline.core.taxonomy import LABELS, LEVELS, canonical_label
 from pipeline.core.binary import read_npz
-from pipeline.core.io import DataError, parse_json, read_jsonl
+from pipeline.core.io import DataError, parse_json, read_jsonl, read_text
 
 #: Unit factors to SI per dimension (s, m, deg, m/s).
 UNITS: dict[str, dict[str, float]] = {
@@ -216,8 +216,7 @@ def _label_value(path: Path, line: int, level: str, value: Any) -> str:
 def _csv_rows(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, Any]]], int]:
     """(metadata from leading ``# key: value`` lines, [(line, row)], header line)."""
     meta: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        lines = fh.read().splitlines()
+    lines = read_text(path).splitlines()  # not UTF-8: a DataError naming the line
     start = 0
     while start < len(lines) and (lines[start].lstrip().startswith("#") or not lines[start].strip()):
         text = lines[start].lstrip().lstrip("#").strip()
