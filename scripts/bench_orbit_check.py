@@ -57,6 +57,7 @@ def main() -> None:
 
     logging.getLogger("data_prep.tracks").addHandler(Collect())
     counts: Counter = Counter()
+    flagged_own: Counter = Counter()  # motion classes flagged when read as their own orbit
     start = time.perf_counter()
     for orbit, cadence, orbits, sampling in SETTINGS:
         for motion in MOTIONS:
@@ -71,8 +72,11 @@ def main() -> None:
                     except DataError:
                         outcome = "refused"
                     counts[f"{orbit} read as {declared}: {outcome}"] += 1
+                    if declared == orbit and outcome != "ok":
+                        flagged_own[f"{orbit} {motion}: {outcome}"] += 1
     print(json.dumps({"tracks": sum(counts.values()) // 2, "seconds": round(time.perf_counter() - start, 1),
-                      "counts": dict(sorted(counts.items()))}, indent=2))
+                      "counts": dict(sorted(counts.items())),
+                      "flagged_as_own_orbit": dict(sorted(flagged_own.items()))}, indent=2))
 
 
 if __name__ == "__main__":
