@@ -174,3 +174,50 @@ def arrival_velocity(r0: np.ndarray, v0: np.ndarray, n: float, tau: np.ndarray) 
     phi = stm(n, np.asarray(tau, dtype=float))
     state = np.concatenate([r0, v0], axis=1)
     return np.einsum("nij,nj->ni", phi, state)[:, 3:]
+
+
+#: coasting arcs shorter than this many samples are not fitted (:func:`arc_misfit`)
+MIN_ARC_SAMPLES = 8
+
+
+def arc_misfit(t: np.ndarray, pos: np.ndarray, n: float, span_s: float) -> float:
+    """How badly CW coasting at mean motion ``n`` explains a track: a robust relative residual.
+
+    The track (times t (T,), LVLH positions pos (T, 3) in m) is cut into arcs of ``span_s``
+    seconds; each arc gets the least-squares CW coast plus a constant acceleration (a hold
+    thrust) through its samples, 9 unknowns. Returns the median over arcs of the RMS position
+    residual relative to the arc's median range (burns spoil a few arcs, not the median), or NaN
+    when no arc has :data:`MIN_ARC_SAMPLES` samples.
+    """
+    misfits = []
+    i = 0
+    while i < len(t):
+        j = int(np.searchsorted(t, t[i] + span_s, side="right"))
+        if j - i >= MIN_ARC_SAMPLES:
+            tc = t[i:j] - t[i:j].mean()
+            # positions (M, 3) = Phi_r(tc) (3, 6) @ state + tc^2 / 2 * a
+            design = np.concatenate([stm(n, tc)[:, :3, :], 0.5 * tc[:, None, None] ** 2 * np.eye(3)[None]], axis=2)
+            a, b = design.reshape(-1, 9), pos[i:j].reshape(-1)
+            coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+            scale = max(float(np.median(np.linalg.norm(pos[i:j], axis=1))), 1e-9)
+            misfits.append(float(np.sqrt(np.mean((b - a @ coef) ** 2))) / scale)
+        i = max(j, i + 1)
+    return float(np.median(misfits)) if misfits else float("nan")
+
+
+def fit_mean_motion(t: np.ndarray, pos: np.ndarray, span_s: float, lo: float = 1e-5, hi: float = 1e-2) -> float:
+    """The mean motion (rad/s) in [lo, hi] whose CW coasting best explains a track (:func:`arc_misfit`).
+
+    A log-spaced scan, refined by a bounded scalar search around its best point.
+    """
+    from scipy.optimize import minimize_scalar
+
+    grid = np.linspace(np.log(lo), np.log(hi), 31)
+    cost = np.array([arc_misfit(t, pos, float(np.exp(g)), span_s) for g in grid])
+    if not np.isfinite(cost).any():
+        return float("nan")
+    k = int(np.nanargmin(cost))
+    a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    res = minimize_scalar(lambda g: arc_misfit(t, pos, float(np.exp(g)), span_s), bounds=(a, b), method="bounded",
+                          options={"xatol": 1e-3})
+    return float(np.exp(res.x if res.fun <= cost[k] else grid[k]))

@@ -38,8 +38,9 @@ times and gaps, any window length. Layouts:
 from __future__ import annotations
 
 import csv
-import json
+import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,11 @@ from typing import Any
 import numpy as np
 
 from data_prep import rules
-from data_prep.cw import ORBIT_ALTITUDE_M
-from data_prep.features import compute_features
+from data_prep.cw import ORBIT_ALTITUDE_M, arc_misfit, fit_mean_motion, orbit_mean_motion
+from data_prep.features import analysis_step, compute_features, line_of_sight
 from pipeline.core.taxonomy import LABELS, LEVELS, canonical_label
-from pipeline.core.io import DataError, read_jsonl
+from pipeline.core.binary import read_npz
+from pipeline.core.io import DataError, parse_json, read_jsonl, read_text
 
 #: Unit factors to SI per dimension (s, m, deg, m/s).
 UNITS: dict[str, dict[str, float]] = {
@@ -69,6 +71,15 @@ CONTEXT_FIELDS: tuple[str, ...] = tuple(rules.CONTEXT_VALUES)
 TRACK_DECIMALS: dict[str, int] = {"t_s": 3, "range_m": 2, "range_rate_mps": 4, "az_deg": 5, "el_deg": 5}
 #: A track needs at least this many samples.
 MIN_TRACK_SAMPLES = 5
+#: Orbit vs dynamics (:func:`check_orbit_dynamics`): the declared orbit's CW coasting misfit over
+#: the best other orbit's; at or above WARN a warning, at or above REFUSE (and with at least
+#: PHANTOM_BURNS more burns read under the declared orbit) a DataError.
+ORBIT_MISFIT_WARN = 3.0
+ORBIT_MISFIT_REFUSE = 10.0
+ORBIT_PHANTOM_BURNS = 5
+ORBIT_CHECKS = ("error", "warn", "off")
+
+log = logging.getLogger(__name__)
 _TRUE, _FALSE = {"true", "yes", "1", "y", "t"}, {"false", "no", "0", "n", "f"}
 
 
@@ -111,6 +122,22 @@ def _parse_units(path: Path, line: int | None, spec: Any) -> dict[str, str]:
                             + ", ".join(f"{d}: {'|'.join(u)}" for d, u in UNITS.items()))
         out[dim] = unit
     return out
+
+
+def check_units_header(path: Path, line: int | None, names: Iterable[str], declared: dict[str, str]) -> None:
+    """Refuse a file whose own units declaration contradicts its column suffixes (evidence in the message).
+
+    A header ``distance=km`` over a column ``range_m`` says two different things about one file:
+    one of them is wrong, and reading either silently would scale the track by 1000.
+    """
+    for name in names:
+        for quantities in (SENSOR_FORM, LVLH_FORM):
+            for q, dim in quantities.items():
+                unit = name[len(q) + 1:] if name.startswith(f"{q}_") else None
+                if unit in UNITS[dim] and dim in declared and declared[dim] != unit:
+                    raise DataError(path, line, "units",
+                                    f"the file declares {dim}={declared[dim]}, but column {name!r} is named in "
+                                    f"{unit}; fix the units declaration or rename the column")
 
 
 def _resolve_columns(path: Path, line: int | None, names: Iterable[str], units: dict[str, str]
@@ -189,14 +216,14 @@ def _label_value(path: Path, line: int, level: str, value: Any) -> str:
 def _csv_rows(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, Any]]], int]:
     """(metadata from leading ``# key: value`` lines, [(line, row)], header line)."""
     meta: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        lines = fh.read().splitlines()
+    lines = read_text(path).splitlines()  # not UTF-8: a DataError naming the line
     start = 0
     while start < len(lines) and (lines[start].lstrip().startswith("#") or not lines[start].strip()):
         text = lines[start].lstrip().lstrip("#").strip()
         if ":" in text:
             key, value = text.split(":", 1)
             meta[key.strip().lower()] = value.strip()
+            meta[f"{key.strip().lower()}_line"] = start + 1
         start += 1
     if start >= len(lines):
         raise DataError(path, None, None, "CSV file has no header row")
@@ -218,7 +245,7 @@ def _jsonl_rows(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, A
     rows: list[tuple[int, dict[str, Any]]] = []
     for line, obj in read_jsonl(path):
         if not rows and set(obj) == {"units"}:
-            meta["units"] = obj["units"]
+            meta["units"], meta["units_line"] = obj["units"], line
             continue
         lists = {k: v for k, v in obj.items() if isinstance(v, list)}
         if not lists:
@@ -235,24 +262,26 @@ def _jsonl_rows(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, A
 
 def _npz_rows(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], int | None]:
     """NPZ columns (equal-length 1-D arrays) as rows; 'line' = index + 1."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, None, None, f"not a readable NPZ file ({exc})") from None
     meta: dict[str, Any] = {}
     cols: dict[str, np.ndarray] = {}
-    for key in data.files:
-        arr = data[key]
+    for key, arr in read_npz(path).items():
         if key == "units":
-            meta["units"] = json.loads(str(arr)) if arr.ndim == 0 else None
+            if arr.ndim != 0:
+                raise DataError(path, None, key, f"expected a 0-d string array (JSON), got shape {arr.shape}")
+            meta["units"] = parse_json(str(arr), path)
             continue
         if arr.ndim != 1:
             raise DataError(path, None, key, f"expected a 1-D array, got shape {arr.shape}")
+        if arr.dtype.kind not in "biufUS":
+            raise DataError(path, None, key, f"unsupported array dtype {arr.dtype} (numbers or strings)")
         cols[key] = arr
-    lengths = {len(a) for a in cols.values()}
-    if len(lengths) > 1:
-        raise DataError(path, None, None, f"arrays differ in length ({sorted(lengths)})")
-    n = lengths.pop() if lengths else 0
+    lengths = Counter(len(a) for a in cols.values())
+    if len(lengths) > 1:  # name the column that disagrees with the others (the shortest on a tie)
+        n = max(lengths, key=lambda length: (lengths[length], length))
+        odd = min((k for k, a in cols.items() if len(a) != n), key=lambda k: len(cols[k]))
+        raise DataError(path, None, odd, f"has {len(cols[odd])} values, the other columns {n} "
+                                         f"(arrays differ in length: {sorted(lengths)})")
+    n = next(iter(lengths)) if lengths else 0
     rows = [(i + 1, {k: (a[i].item() if hasattr(a[i], "item") else a[i]) for k, a in cols.items()}) for i in range(n)]
     return meta, rows, None
 
@@ -277,6 +306,7 @@ def read_tracks(
     orbit: str | None = None,
     source: str | None = None,
     id_column: str = "track_id",
+    orbit_check: str = "error",
 ) -> list[dict[str, Any]]:
     """Records (docs/CONTRACT.md) for every track in a CSV, JSONL or NPZ file.
 
@@ -288,6 +318,8 @@ def read_tracks(
         orbit: the station's orbit where the file has no ``orbit`` column (default LEO).
         source: prefix of the sample ids (default the file stem): ``<source>-<track id>``.
         id_column: the column that groups samples into tracks (absent: one track ``"0"``).
+        orbit_check: ``error`` | ``warn`` | ``off``: what to do when a track's own dynamics
+            contradict its orbit (:func:`check_orbit_dynamics`).
 
     Returns:
         One record per track, in order of first appearance: ``sample_id``, ``source``,
@@ -299,14 +331,18 @@ def read_tracks(
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "track file does not exist")
+    if orbit_check not in ORBIT_CHECKS:
+        raise DataError(path, None, "orbit_check", f"unknown value {orbit_check!r}; expected one of {ORBIT_CHECKS}")
     kind = _format_of(path, fmt)
     meta, rows, header_line = {"csv": _csv_rows, "jsonl": _jsonl_rows, "npz": _npz_rows}[kind](path)
     if not rows:
         raise DataError(path, None, None, "no samples in the track file")
-    declared = _parse_units(path, header_line, meta["units"]) if meta.get("units") else {}
+    units_line = meta.get("units_line", header_line)
+    declared = _parse_units(path, units_line, meta["units"]) if meta.get("units") else {}
+    names = list(dict.fromkeys(k for _, row in rows for k in row))
+    check_units_header(path, units_line, names, declared)
     if units:
         declared.update(_parse_units(path, None, units))
-    names = list(dict.fromkeys(k for _, row in rows for k in row))
     form, columns = _resolve_columns(path, header_line or rows[0][0], names, declared)
     default_orbit = _context_value(path, None, "orbit", orbit) if orbit else "LEO"
     tracks: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -319,7 +355,7 @@ def read_tracks(
             tid = int(tid)
         tracks.setdefault(str(tid).strip(), []).append((line, row))
     stem = source or path.stem
-    return [_track_record(path, f"{stem}-{tid}", stem, samples, form, columns, default_orbit)
+    return [_track_record(path, f"{stem}-{tid}", stem, samples, form, columns, default_orbit, orbit_check)
             for tid, samples in tracks.items()]
 
 
@@ -341,7 +377,7 @@ def _constant(path: Path, samples: list[tuple[int, dict[str, Any]]], field: str,
 
 
 def _track_record(path: Path, sample_id: str, source: str, samples: list[tuple[int, dict[str, Any]]], form: str,
-                  columns: dict[str, tuple[str, float]], default_orbit: str) -> dict[str, Any]:
+                  columns: dict[str, tuple[str, float]], default_orbit: str, orbit_check: str = "error") -> dict[str, Any]:
     """One record from a track's samples (validated, converted to the sensor form)."""
     first_line = samples[0][0]
     if len(samples) < MIN_TRACK_SAMPLES:
@@ -377,9 +413,51 @@ def _track_record(path: Path, sample_id: str, source: str, samples: list[tuple[i
         features = compute_features(obs)
     except ValueError as exc:
         raise DataError(path, first_line, None, f"track {sample_id!r}: {exc}") from None
+    check_orbit_dynamics(path, first_line, sample_id, obs, features, orbit_check)
     return {"sample_id": sample_id, "scenario_seed": None, "split": None, "source": source, "labels": labels,
             "context": context, "observation": obs, "features": features, "text": None, "rationale": None,
             "provenance": []}
+
+
+def check_orbit_dynamics(path: Path, line: int, sample_id: str, obs: dict[str, Any], features: dict[str, Any],
+                         mode: str = "error") -> None:
+    """Refuse (or warn about) a track whose own motion contradicts its declared orbit.
+
+    Read with the wrong mean motion, coasting looks like thrust: a GEO track read as LEO shows
+    dozens of phantom burns (and a LEO track read as GEO loses its real ones). The track's coasting arcs are fitted with the CW model
+    (:func:`data_prep.cw.arc_misfit`, arcs of six analysis steps of the slowest orbit) at every
+    named orbit's mean motion; when another orbit explains them :data:`ORBIT_MISFIT_REFUSE` times
+    better and reading the track there changes its burn count by :data:`ORBIT_PHANTOM_BURNS` or more, the
+    track is refused with the evidence: the best-fitting mean motion, both misfits and both burn
+    counts. A weaker contradiction (:data:`ORBIT_MISFIT_WARN`) is logged as a warning.
+    """
+    if mode == "off":
+        return
+    t = np.asarray(obs["t_s"], dtype=float)
+    pos = np.asarray(obs["range_m"], dtype=float)[:, None] * line_of_sight(np.asarray(obs["az_deg"], dtype=float),
+                                                                           np.asarray(obs["el_deg"], dtype=float))
+    cadence = float(np.median(np.diff(t)))
+    slowest = min(orbit_mean_motion(o) for o in ORBIT_ALTITUDE_M)
+    span = min(6.0 * analysis_step(cadence, slowest), 0.5 * float(t[-1] - t[0]))
+    misfit = {o: arc_misfit(t, pos, orbit_mean_motion(o), span) for o in ORBIT_ALTITUDE_M}
+    declared = obs["orbit"]
+    others = [o for o in ORBIT_ALTITUDE_M if o != declared and math.isfinite(misfit[o]) and misfit[o] > 0]
+    if not others or not math.isfinite(misfit[declared]):
+        return
+    other = min(others, key=misfit.__getitem__)
+    ratio = misfit[declared] / misfit[other]
+    if ratio < ORBIT_MISFIT_WARN:
+        return
+    other_burns = compute_features({**obs, "orbit": other})["n_burns"]
+    fitted = fit_mean_motion(t, pos, span)
+    message = (f"track {sample_id!r} is read as {declared} (mean motion {orbit_mean_motion(declared):.3g} rad/s), "
+               f"but its coasting arcs fit {fitted:.3g} rad/s best ({other}: {orbit_mean_motion(other):.3g} rad/s); "
+               f"CW misfit {misfit[declared]:.2g} as {declared} vs {misfit[other]:.2g} as {other} (of the range), "
+               f"{features['n_burns']} burns read as {declared} vs {other_burns} as {other}; give the track's orbit "
+               f"(orbit column, or orbit={other}), or orbit_check=warn if {declared} is right")
+    if mode == "error" and ratio >= ORBIT_MISFIT_REFUSE and abs(features["n_burns"] - other_burns) >= ORBIT_PHANTOM_BURNS:
+        raise DataError(path, line, "orbit", message)
+    log.warning("%s: %s", path, message)
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -89,6 +89,8 @@ class ClassifyConfig:
     orbit: str | None = None
     # the column that groups samples into tracks (absent from the file: the whole file is one track)
     id_column: str = "track_id"
+    # a track whose own dynamics contradict its orbit (e.g. GEO motion read as LEO): error | warn | off
+    orbit_check: Literal["error", "warn", "off"] = "error"
     # model spec: smollm2 | tiny:<name> | local HF (or ChatGLM2/3) folder
     model: str = "smollm2"
     # train stage output folder holding the checkpoint; null = the base model (no prefix)
@@ -299,12 +301,13 @@ class TrackClassifier:
 
 
 def load_tracks(tracks: str | Path | Sequence[dict[str, Any]], fmt: str | None = None,
-                units: dict[str, str] | str | None = None, orbit: str | None = None, id_column: str = "track_id"
-                ) -> tuple[list[dict[str, Any]], str, str]:
+                units: dict[str, str] | str | None = None, orbit: str | None = None, id_column: str = "track_id",
+                orbit_check: str = "error") -> tuple[list[dict[str, Any]], str, str]:
     """(records, source for error messages, sample-id prefix to strip for the track id)."""
     if isinstance(tracks, (str, Path)):
         path = Path(tracks)
-        records = read_tracks(path, fmt=fmt, units=units, orbit=orbit, source=path.stem, id_column=id_column)
+        records = read_tracks(path, fmt=fmt, units=units, orbit=orbit, source=path.stem, id_column=id_column,
+                              orbit_check=orbit_check)
         return records, str(path), f"{path.stem}-"
     records = list(tracks)
     if not records:
@@ -389,7 +392,8 @@ def run_classify(cfg: ClassifyConfig) -> StageResult:
         import torch
 
         torch.set_num_threads(cfg.num_threads)
-    records, source, prefix = load_tracks(cfg.tracks, cfg.format, cfg.units, cfg.orbit, cfg.id_column)
+    records, source, prefix = load_tracks(cfg.tracks, cfg.format, cfg.units, cfg.orbit, cfg.id_column,
+                                          cfg.orbit_check)
     clf = TrackClassifier(cfg.model, cfg.train_dir, cfg.checkpoint, cfg.mode, cfg.render, cfg.batch_size,
                           cfg.max_new_tokens, cfg.dtype, cfg.device)
     rows = classify_records(clf, records, source, prefix)

@@ -1,6 +1,6 @@
 """Command line.
 
-    python -m pipeline <stage> [sub] [--config FILE] [--force] [--debug] [key=value ...]     one stage
+    python -m pipeline <stage> [sub] [--config FILE] [--force] [--accept-edited-inputs] [--debug] [key=value ...]
     python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [--debug] [step.key=value ...]
 
 Exit codes: 0 done (or up to date); 2 a user error (bad config key or value, bad or missing input
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.config import ConfigError, load_config
-from pipeline.core.io import DataError
+from pipeline.core.io import WRITE_ERRNOS, DataError
 from pipeline.core.profile import load_profile, run_profile, step_command
 from pipeline.core.registry import STAGES, UnknownStage
 from pipeline.core.registry import resolve_stage as _resolve_stage
@@ -47,7 +47,9 @@ def user_errors(debug: bool) -> Iterator[None]:
     """Turn user errors into one ``error:`` line and exit 2 (tracebacks only with ``--debug``).
 
     User errors: :class:`ConfigError`, :class:`DataError` and an ``OSError`` about a named file
-    (permission denied, disk full, a folder where a file was expected). Ctrl-C exits 130.
+    (permission denied, disk full, a folder where a file was expected) or a write error without a
+    name (:data:`~pipeline.core.io.WRITE_ERRNOS`; the stage runner names the ``out_dir`` of its
+    own). Ctrl-C exits 130.
     """
     try:
         yield
@@ -57,9 +59,10 @@ def user_errors(debug: bool) -> Iterator[None]:
         print(f"error: {exc}", file=sys.stderr)
         raise UserError(2) from None
     except OSError as exc:
-        if debug or exc.filename is None:
+        if debug or (exc.filename is None and exc.errno not in WRITE_ERRNOS):
             raise
-        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         raise UserError(2) from None
     except KeyboardInterrupt:
         if debug:
@@ -106,6 +109,8 @@ def main_run(argv: list[str]) -> int:
     parser.add_argument("--run-root", help="replace the profile's run_root")
     parser.add_argument("--dry-run", action="store_true", help="print the equivalent stage commands and exit")
     parser.add_argument("--force", action="store_true", help="re-run steps from scratch even if up to date")
+    parser.add_argument("--accept-edited-inputs", action="store_true",
+                        help="accept upstream JSONL/CSV files with fewer or more rows than their manifest records")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="step.key=value overrides, e.g. train.optim.max_steps=12")
@@ -120,7 +125,8 @@ def main_run(argv: list[str]) -> int:
                     if not steps or step.name in steps:
                         print(step_command(profile, step, args.overrides))
                 return 0
-            manifests = run_profile(profile, steps, args.overrides, force=args.force)
+            manifests = run_profile(profile, steps, args.overrides, force=args.force,
+                                    accept_edits=args.accept_edited_inputs)
     except UserError as exc:
         return exc.code
     summary = [{"stage": m["stage"], "stats": m.get("stats", {})} for m in manifests]
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name.replace('.', ' ')}")
     parser.add_argument("--config", help="stage YAML (default: the stage's shipped default)")
     parser.add_argument("--force", action="store_true", help="re-run from scratch even if up to date")
+    parser.add_argument("--accept-edited-inputs", action="store_true",
+                        help="accept upstream JSONL/CSV files with fewer or more rows than their manifest records")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with user_errors(args.debug):
             cfg = load_config(stage.config_cls, config_path, args.overrides)
-            manifest = run_stage(stage, cfg, force=args.force)
+            manifest = run_stage(stage, cfg, force=args.force, accept_edits=args.accept_edited_inputs)
     except UserError as exc:
         return exc.code
     summary = {"stage": name, "out_dir": str(cfg.out_dir), "stats": manifest.get("stats", {})}

@@ -245,8 +245,9 @@ def test_a_failing_rerun_keeps_the_previous_set_and_leaves_no_mix(tmp_path, monk
         raise OSError(28, "No space left on device", str(path))
 
     monkeypatch.setattr(dp, "atomic_path", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(DataError, match="No space left on device") as err:  # exit 2 naming out_dir (issue 23)
         run_stage(DATA_PREP, data_cfg(out, "seed=1"))
+    assert err.value.path == str(out) and err.value.field == "out_dir"
     monkeypatch.setattr(dp, "atomic_path", real)
     after = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before  # the seed-0 set, manifest included, untouched; nothing of seed 1 beside it

@@ -14,6 +14,7 @@ time it passes the named point (tests/test_fault_injection.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -112,6 +113,17 @@ def remove_temp_files(root: str | Path) -> list[Path]:
     return stale
 
 
+#: errors of a write that are the machine's state, not a bug: disk full, quota, read-only, no permission, too big
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def named_os_error(exc: OSError, path: Path, tmp: Path | None = None) -> OSError:
+    """``exc`` naming ``path`` (a write error raised without a file name, or naming our temp file), else ``exc``."""
+    if exc.errno is None or (exc.filename is not None and (tmp is None or str(exc.filename) != str(tmp))):
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
 def _new_temp(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + suffix, dir=path.parent)
@@ -138,9 +150,11 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             fh.flush()
             os.fsync(fh.fileno())
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and (named := named_os_error(exc, path, tmp)) is not exc:
+            raise named from exc
         raise
 
 
@@ -155,9 +169,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and (named := named_os_error(exc, path, tmp)) is not exc:
+            raise named from exc
         raise
 
 

@@ -156,7 +156,7 @@ def step_command(profile: Profile, step: Step, overrides: list[str] | None = Non
 
 
 def run_profile(profile: Profile, steps: list[str] | None = None, overrides: list[str] | None = None,
-                force: bool = False) -> list[dict[str, Any]]:
+                force: bool = False, accept_edits: bool = False) -> list[dict[str, Any]]:
     """Run the profile's steps in order (``steps``: only these names); return their manifests."""
     unknown = sorted(set(steps or []) - {s.name for s in profile.steps})
     if unknown:
@@ -167,7 +167,7 @@ def run_profile(profile: Profile, steps: list[str] | None = None, overrides: lis
         if steps and step.name not in steps:
             continue
         log.info("=== step %s (stage %s, %.0fs elapsed)", step.name, step.stage_name, time.perf_counter() - start)
-        manifests.append(run_stage(resolve_stage(step.stage_name), cfg, force=force))
+        manifests.append(run_stage(resolve_stage(step.stage_name), cfg, force=force, accept_edits=accept_edits))
     log.info("=== profile done in %.0fs -> %s", time.perf_counter() - start, profile.run_root)
     return manifests
 

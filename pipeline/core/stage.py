@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -42,7 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import ConfigError, config_to_dict
-from pipeline.core.io import DataError, count_rows, fault_point, remove_temp_files, sha256_file, write_json
+from pipeline.core.io import (
+    WRITE_ERRNOS,
+    DataError,
+    count_rows,
+    fault_point,
+    remove_temp_files,
+    sha256_file,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,14 +240,16 @@ VERIFIED_SUFFIXES = (".safetensors", ".pt", ".bin", ".npz", ".npy")
 
 
 def check_input_dir(folder: Path, files: list[Path], key: str | None,
-                    hashes: dict[str, str] | None = None) -> None:
+                    hashes: dict[str, str] | None = None, accept_edits: bool = False) -> None:
     """Refuse an upstream folder that is not a finished stage output set.
 
     With a ``manifest.json``: it must be readable, every file it lists must exist (binary ones with
     the size they were written with), every input file read from the folder must be one it lists
     (a file from an older set is stale) and a binary input (weights, trainer state, arrays) must
     still have the sha256 it was written with (text files may be corrected by hand, e.g. a gold
-    label). Without a manifest, a ``.staging`` folder
+    label) -- but not lose or gain rows: a JSONL/CSV input whose row count differs from the manifest's
+    is refused unless ``accept_edits`` (``--accept-edited-inputs``: rows removed or added on
+    purpose). Without a manifest, a ``.staging`` folder
     means the stage writing it was interrupted or is still running. A folder with neither (made by
     hand, or a ``label.merge`` version) is accepted as it is. ``hashes``: sha256 of the input files
     when already computed.
@@ -270,9 +281,28 @@ def check_input_dir(folder: Path, files: list[Path], key: str | None,
                 if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
                     raise DataError(f, None, field, f"differs from what its stage wrote (truncated or corrupt; "
                                                     f"sha256 recorded in {folder / MANIFEST}); {rerun}")
+            elif not accept_edits:
+                check_row_count(f, manifest["outputs"][rel], folder, field)
     elif (folder / STAGING).exists():
         raise DataError(folder, None, field, f"unfinished stage output (no {MANIFEST}, {STAGING}/ present: the "
                                              f"stage writing it was interrupted or is still running); {rerun}")
+
+
+def check_row_count(f: Path, recorded: Any, folder: Path, field: str) -> None:
+    """Refuse a JSONL/CSV input with fewer or more rows than its stage's manifest records.
+
+    A hand correction (a gold label) keeps the rows; a file cut short by a bad copy, or rows
+    deleted by mistake, would silently shrink every report computed from it.
+    """
+    want = recorded.get("rows") if isinstance(recorded, dict) else None
+    if want is None:
+        return
+    have = count_rows(f)
+    if have is not None and have != want:
+        raise DataError(f, None, field, f"has {have} rows, {folder / MANIFEST} records {want} "
+                                        f"({'lost' if have < want else 'added'} by an edit or a cut-off copy?); "
+                                        "rerun the stage that writes it, or pass --accept-edited-inputs "
+                                        "if the rows were removed or added on purpose")
 
 
 def check_inputs_exist(stage: Stage, inputs: list[Path]) -> None:
@@ -283,15 +313,17 @@ def check_inputs_exist(stage: Stage, inputs: list[Path]) -> None:
                                                 f"{', '.join(missing)})")
 
 
-def check_inputs(stage: Stage, cfg: Any, inputs: list[Path], hashes: dict[str, str] | None = None) -> None:
-    """Every declared input exists, and no input comes from a torn, unfinished or corrupted upstream folder."""
+def check_inputs(stage: Stage, cfg: Any, inputs: list[Path], hashes: dict[str, str] | None = None,
+                 accept_edits: bool = False) -> None:
+    """Every declared input exists, and no input comes from a torn, unfinished or corrupted upstream folder
+    (nor, unless ``accept_edits``, has lost or gained rows since its stage wrote it)."""
     check_inputs_exist(stage, inputs)
     folders: dict[Path, str | None] = {d: key for key, d in upstream_dirs(cfg).items()}
     for f in inputs:  # also a loose input file inside another stage's output folder (compare's reports)
         if (f.parent / MANIFEST).exists() or (f.parent / STAGING).exists():
             folders.setdefault(f.parent, None)
     for folder, key in folders.items():
-        check_input_dir(folder, inputs, key, hashes)
+        check_input_dir(folder, inputs, key, hashes, accept_edits)
 
 
 def prepare_out_dir(out_dir: Path, cfg: Any) -> bool:
@@ -372,20 +404,62 @@ def commit_outputs(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> No
     shutil.rmtree(trash, ignore_errors=True)
     trash.mkdir()
     owned = owned_names(out_dir)
-    if (out_dir / MANIFEST).exists():
-        os.replace(out_dir / MANIFEST, trash / MANIFEST)  # from here on the old set is no longer "finished"
-    new = sorted(e.name for e in staging.iterdir() if not e.name.startswith("."))
-    for entry in sorted(out_dir.iterdir()):
-        if not entry.name.startswith(".") and entry.name != MANIFEST and (entry.name in owned or entry.name in new):
-            os.replace(entry, trash / entry.name)
-    for name in new:
-        os.replace(staging / name, out_dir / name)
-        fault_point("stage.mid_commit")
-    fault_point("stage.before_manifest")
-    write_json(out_dir / MANIFEST, manifest)
+    moves: list[tuple[Path, Path]] = []  # (from, to), undone in reverse when the commit fails
+
+    def move(src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+        moves.append((src, dst))
+
+    try:
+        if (out_dir / MANIFEST).exists():
+            move(out_dir / MANIFEST, trash / MANIFEST)  # from here on the old set is no longer "finished"
+        new = sorted(e.name for e in staging.iterdir() if not e.name.startswith("."))
+        for entry in sorted(out_dir.iterdir()):
+            if not entry.name.startswith(".") and entry.name != MANIFEST and (entry.name in owned or entry.name in new):
+                move(entry, trash / entry.name)
+        for name in new:
+            move(staging / name, out_dir / name)
+            fault_point("stage.mid_commit")
+        fault_point("stage.before_manifest")
+        write_json(out_dir / MANIFEST, manifest)
+    except BaseException:
+        roll_back(moves)
+        with contextlib.suppress(OSError):
+            trash.rmdir()  # only when the roll-back emptied it
+        raise
     fault_point("stage.after_manifest")
     shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def roll_back(moves: list[tuple[Path, Path]]) -> None:
+    """Undo a failed commit's renames (newest first): the previous set and its manifest are back in place.
+
+    Renames within one file system need no free space, so this works on a full disk too.
+    """
+    for src, dst in reversed(moves):
+        with contextlib.suppress(OSError):
+            os.replace(dst, src)
+
+
+def write_error(exc: OSError, out_dir: Path) -> DataError | None:
+    """The exit-2 error of a failed write under ``out_dir`` (disk full, read-only, ...), else None.
+
+    Names the stage's ``out_dir`` and the file being written (relative to it); a write error
+    outside ``out_dir`` (or another errno: a bug) is not turned into one.
+    """
+    if exc.errno not in WRITE_ERRNOS:
+        return None
+    what = "an output file"  # a write error without a file name (not from our atomic writers)
+    if exc.filename is not None:
+        target, root = Path(exc.filename).resolve(), out_dir.resolve()
+        if not target.is_relative_to(root):
+            return None
+        what = "/".join(p for p in target.relative_to(root).parts if p != STAGING) or "the folder"
+    return DataError(out_dir, None, "out_dir", f"cannot write {what} ({exc.strerror or os.strerror(exc.errno)}, "
+                                               f"{errno.errorcode.get(exc.errno, exc.errno)}); nothing was "
+                                               "committed and the previous output set is unchanged; free space "
+                                               "or fix the folder's permissions, then rerun")
 
 
 def build_manifest(stage: Stage, cfg: Any, input_desc: dict[str, Any], outputs: list[Path], base: Path,
@@ -414,8 +488,11 @@ def _only_bookkeeping(out_dir: Path) -> bool:
     return True
 
 
-def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
-    """Run ``stage`` with ``cfg`` unless it is up to date; return its manifest (see the module docstring)."""
+def run_stage(stage: Stage, cfg: Any, force: bool = False, accept_edits: bool = False) -> dict[str, Any]:
+    """Run ``stage`` with ``cfg`` unless it is up to date; return its manifest (see the module docstring).
+
+    ``accept_edits``: accept upstream JSONL/CSV files whose row count differs from their manifest.
+    """
     out_dir = Path(cfg.out_dir)
     check_config(stage, cfg)
     if not force and is_up_to_date(stage, cfg):
@@ -426,7 +503,7 @@ def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
     inputs = expand_files(stage.inputs(cfg))
     check_inputs_exist(stage, inputs)
     input_desc = _describe_all(inputs)
-    check_inputs(stage, cfg, inputs, {f: d["sha256"] for f, d in input_desc.items()})
+    check_inputs(stage, cfg, inputs, {f: d["sha256"] for f, d in input_desc.items()}, accept_edits)
     main = is_main_process()
     created = prepare_out_dir(out_dir, cfg)
     with locked(out_dir) if main else contextlib.nullcontext():
@@ -443,13 +520,15 @@ def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             result = stage.run(run_cfg)
-        except BaseException:
+        except BaseException as exc:
             if main:
                 keep = stage.resumable and staging.exists() and any(staging.iterdir())
                 if stage.staged and not keep:
                     shutil.rmtree(staging, ignore_errors=True)
                 if created and _only_bookkeeping(out_dir):
                     shutil.rmtree(out_dir, ignore_errors=True)
+            if isinstance(exc, OSError) and (error := write_error(exc, out_dir)) is not None:
+                raise error from exc
             raise
         elapsed = time.perf_counter() - t0
         outputs = expand_files([Path(p) for p in result.outputs])
@@ -459,9 +538,16 @@ def run_stage(stage: Stage, cfg: Any, force: bool = False) -> dict[str, Any]:
         manifest = build_manifest(stage, cfg, input_desc, outputs, base, result, started, elapsed)
         if not main:
             return manifest
-        if stage.staged:
-            commit_outputs(staging, out_dir, manifest)
-        else:
-            write_json(out_dir / MANIFEST, manifest)
+        try:
+            if stage.staged:
+                commit_outputs(staging, out_dir, manifest)
+            else:
+                write_json(out_dir / MANIFEST, manifest)
+        except OSError as exc:
+            if stage.staged and not stage.resumable:
+                shutil.rmtree(staging, ignore_errors=True)
+            if (error := write_error(exc, out_dir)) is not None:
+                raise error from exc
+            raise
     log.info("stage %s done in %.1fs -> %s", stage.name, elapsed, out_dir)
     return manifest

@@ -16,7 +16,9 @@
   an edited rationale, the old rationale no longer fits and is replaced by the accepted model
   rationale if the expert accepted the model's labels, else cleared (it is kept in provenance).
 * Each reviewed item gets a ``provenance`` entry (reviewer(s), batch_id, model_version, time,
-  old_labels, new_labels, changed levels, ...). ``changes.jsonl`` lists the changed items;
+  old_labels, new_labels, changed levels, ...). Merging is idempotent: reviews whose application
+  the record's provenance already holds (a re-merge of its own output) change nothing
+  (``already_applied`` in the stats). ``changes.jsonl`` lists the changed items;
   ``merge_info.json`` and the manifest stats give per-class change counts.
 """
 
@@ -147,6 +149,22 @@ def provenance_entry(record: dict[str, Any], rows: list[dict[str, Any]], decisio
     return entry
 
 
+def review_identity(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies one application of a set of reviews: who, which batch/model, when, and the labels set."""
+    return (tuple(entry.get("reviewers") or ()), entry.get("batch_id"), entry.get("model_version"),
+            entry.get("time"), tuple(sorted((entry.get("new_labels") or {}).items(), key=lambda kv: kv[0])))
+
+
+def already_applied(record: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """True when ``record``'s provenance already holds this application of the reviews (a re-merge).
+
+    A later review of the same item has another identity and is applied; re-applying an old one
+    never reverts it.
+    """
+    mine = review_identity(entry)
+    return any(isinstance(p, dict) and review_identity(p) == mine for p in record.get("provenance") or [])
+
+
 # ----------------------------------------------------------------------------------------- output
 def next_version(root: Path) -> int:
     """1 + the highest ``v<N>`` folder under ``root`` (1 when none)."""
@@ -205,6 +223,8 @@ def merge_records(cfg: MergeConfig, dest: Path) -> dict[str, Any]:
                         "reviews": [{k: r.get(k) for k in ("reviewer", "labels", "rationale", "batch_id", "updated_at")}
                                     for r in rows],
                     })
+                elif already_applied(rec, provenance_entry(rec, rows, decision, cfg.policy)):
+                    counts["already_applied"] += 1  # merging its own output again: nothing to change
                 else:
                     entry = provenance_entry(rec, rows, decision, cfg.policy)
                     rec = {**rec, "labels": decision["labels"], "rationale": decision["rationale"],
@@ -245,6 +265,7 @@ def merge_records(cfg: MergeConfig, dest: Path) -> dict[str, Any]:
         "rationale_changed": counts["rationale_changed"],
         "split_mismatch_ignored": counts["split_mismatch"],
         "unknown_samples_ignored": len(unknown),
+        "already_applied": counts["already_applied"],
         "per_class_changes": {lev: dict(sorted(transitions[lev].items())) for lev in LEVELS},
         "per_class_gained": {lev: dict(sorted(gained[lev].items())) for lev in LEVELS},
         "per_class_lost": {lev: dict(sorted(lost[lev].items())) for lev in LEVELS},

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from pipeline.core.binary import check_shapes, read_safetensors
 from pipeline.core.io import DataError, atomic_path, write_json
 
 #: method JSON of every method but ptuning_v2 (which keeps its historical ``prefix_config.json``)
@@ -114,14 +115,13 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file (DataError when missing or unreadable)."""
     if not path.exists():
         raise DataError(path, None, None, "adapter weights file is missing")
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-        raise DataError(path, None, None, f"unreadable weights ({type(exc).__name__}: {exc})") from None
+    return read_safetensors(path)
 
 
 def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``load_state_dict`` that turns a mismatch (other shapes or names) into a DataError naming ``path``."""
+    """``load_state_dict`` that turns a mismatch (other shapes or names) into a DataError naming ``path`` and the tensor."""
+    check_shapes(path, {k: tuple(v.shape) for k, v in tensors.items()},
+                 {k: tuple(v.shape) for k, v in module.state_dict().items()})
     try:
         missing, unexpected = module.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # size mismatch

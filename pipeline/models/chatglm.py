@@ -64,6 +64,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
+from pipeline.core.binary import read_torch, safetensors_header
 from pipeline.core.io import DataError, read_json_object, write_json
 
 log = logging.getLogger(__name__)
@@ -291,24 +292,18 @@ def iter_shard_tensors(path: Path) -> Iterator[tuple[str, Any]]:
 
     An unreadable shard is a :class:`DataError` naming it.
     """
-    import torch
+    if path.suffix == ".safetensors":
+        safetensors_header(path)  # empty, truncated or not safetensors: DataError before any tensor
+        from safetensors import safe_open
 
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
+        try:
             with safe_open(str(path), framework="pt") as fh:
                 for name in fh.keys():
                     yield name, fh.get_tensor(name)
-            return
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch/safetensors raise many types for a bad file
-        raise DataError(path, None, None, f"cannot read weights: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a bad file
+            raise DataError(path, None, None, f"cannot read weights: {type(exc).__name__}: {exc}") from None
+        return
+    state = read_torch(path, weights_only=True, mmap=True)
     if not isinstance(state, dict):
         raise DataError(path, None, None, f"expected a state dict, got {type(state).__name__}")
     yield from state.items()

