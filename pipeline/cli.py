@@ -1,6 +1,7 @@
 """Command line.
 
     python -m pipeline <stage> [sub] [--config FILE] [--force] [--debug] [key=value ...]     one stage
+    (any config key may also be given as ``--key value``: ``python -m pipeline export --format peft ...``)
     python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [--debug] [step.key=value ...]
 
 Exit codes: 0 done (or up to date); 2 a user error (bad config key or value, bad or missing input
@@ -98,6 +99,30 @@ def split_stage_name(argv: list[str]) -> tuple[str, list[str]]:
     return name, rest
 
 
+#: the stage command's own options; any other ``--key value`` is the config override ``key=value``
+STAGE_FLAGS = frozenset({"--config", "--force", "--debug", "--log-level", "-h", "--help"})
+
+
+def flags_to_overrides(argv: list[str]) -> list[str]:
+    """``--format peft`` / ``--format=peft`` -> ``format=peft`` for config keys (the stage's own flags stay)."""
+    out, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        name = word.split("=", 1)[0]
+        if word.startswith("--") and name not in STAGE_FLAGS:
+            if "=" in word:
+                out.append(word[2:])
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                out.append(f"{word[2:]}={argv[i + 1]}")
+                i += 1
+            else:
+                raise usage_error(f"option {word} needs a value (it sets the config key {word[2:]!r})")
+        else:
+            out.append(word)
+        i += 1
+    return out
+
+
 def main_run(argv: list[str]) -> int:
     """``python -m pipeline run <profile> ...``: run a profile's stages in order."""
     parser = argparse.ArgumentParser(prog="python -m pipeline run")
@@ -145,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = parser.parse_args(rest)
+    args = parser.parse_args(flags_to_overrides(rest))
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     stage = resolve_stage(name)
     config_path = args.config or (str(ROOT / stage.default_config) if stage.default_config else None)

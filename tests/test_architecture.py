@@ -25,6 +25,7 @@ PACKAGES = ("pipeline", "data_prep", "prompts_cot", "eval")
 FLOOR_NAMES = ["ground floor", "methods", "model library", "domain libraries", "stages"]
 #: stage modules / packages (a package's modules form one stage unit)
 STAGE_UNITS = ("data_prep.stage", "prompts_cot.stage", "pipeline.train", "pipeline.predict", "pipeline.classify",
+               "pipeline.export",
                "eval.stage", "eval.compare", "eval.method_table", "pipeline.label")
 
 

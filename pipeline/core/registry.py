@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "train": "pipeline.train:STAGE",
     "predict": "pipeline.predict:STAGE",
     "classify": "pipeline.classify:STAGE",
+    "export": "pipeline.export:STAGE",
     "evaluate": "eval.stage:STAGE",
     "compare": "eval.compare:STAGE",
     "method_table": "eval.method_table:STAGE",
