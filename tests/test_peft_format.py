@@ -223,3 +223,15 @@ def test_evaluate_answers_the_same_from_the_peft_export(stage_dirs, tmp_path):
         run_stage(STAGE, cfg)
         rows.append([(r["mode"], r["output"], r.get("probs")) for r in load_jsonl(tmp_path / name / "predictions.jsonl")])
     assert len(rows[0]) == 8 and rows[0] == rows[1]
+
+
+def test_classify_answers_the_same_from_the_peft_export(stage_dirs):
+    from pipeline.classify import TrackClassifier
+
+    _, _, root = stage_dirs
+    rows = []
+    for train_dir, ckpt in [(root / "train", "final"), (root / "peft", ".")]:
+        clf = TrackClassifier("tiny:llama", train_dir=train_dir, checkpoint=ckpt, render={"prompt_type": "compact"},
+                              batch_size=4)
+        rows.append([(r["track_id"], r["probs"]) for r in clf.classify("data_prep/examples/tracks_example.csv")])
+    assert rows[0] and rows[0] == rows[1]
