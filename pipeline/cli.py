@@ -21,9 +21,10 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pipeline import missing_package_message
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError
 from pipeline.core.profile import load_profile, run_profile, step_command
@@ -152,6 +153,27 @@ def main_run(argv: list[str]) -> int:
     print(json.dumps({"profile": args.profile, "run_root": str(profile.run_root), "steps": summary},
                      ensure_ascii=False, default=str)[:4000])
     return 0
+
+
+#: top-level packages of this project (a missing one of these is a bug, not a setup problem)
+PROJECT_PACKAGES = ("pipeline", "data_prep", "prompts_cot", "eval")
+
+
+def missing_dependency(entry: Callable[[], int]) -> int:
+    """Run ``entry``; a third-party package that cannot be imported is one ``error:`` line saying how to set up
+    (exit 2) instead of a traceback -- the usual cause is the system ``python`` instead of the project's ``.venv``."""
+    try:
+        return entry()
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] in PROJECT_PACKAGES or "--debug" in sys.argv:
+            raise
+        print(missing_package_message(exc.name, sys.executable), file=sys.stderr)
+        return 2
+
+
+def console_main() -> int:
+    """The ``glm-pipeline`` console script: :func:`main` with the missing-dependency message."""
+    return missing_dependency(main)
 
 
 def main(argv: list[str] | None = None) -> int:
