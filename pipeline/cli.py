@@ -3,6 +3,7 @@
     python -m pipeline <stage> [sub] [--config FILE] [--force] [--debug] [key=value ...]     one stage
     (any config key may also be given as ``--key value``: ``python -m pipeline export --format peft ...``)
     python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [--debug] [step.key=value ...]
+    python -m pipeline serve [--model SPEC] [--train-dir DIR] [--checkpoint best] [--port 8000] ...   HTTP endpoint
 
 Exit codes: 0 done (or up to date); 2 a user error (bad config key or value, bad or missing input
 file, unusable out_dir), printed as one ``error:`` line naming the file, line, field or key, with
@@ -28,7 +29,7 @@ from pipeline import missing_package_message
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError
 from pipeline.core.profile import load_profile, run_profile, step_command
-from pipeline.core.registry import STAGES, UnknownStage
+from pipeline.core.registry import COMMANDS, STAGES, UnknownStage, resolve_command
 from pipeline.core.registry import resolve_stage as _resolve_stage
 from pipeline.core.stage import Stage, run_stage
 
@@ -182,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in {"-h", "--help"}:
         print(__doc__)
         print("stages:", ", ".join(STAGES))
+        print("commands:", ", ".join(["run", *COMMANDS]))
         return 0
     if argv and argv[0] == "run":
         return main_run(argv[1:])
+    if argv and argv[0] in COMMANDS:  # serve: looked up by name like the stages (nothing imported before)
+        return resolve_command(argv[0])(argv[1:])
     name, rest = split_stage_name(argv)
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name.replace('.', ' ')}")
     parser.add_argument("--config", help="stage YAML (default: the stage's shipped default)")

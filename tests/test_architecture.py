@@ -39,7 +39,13 @@ def module_name(path: Path) -> str:
 MODULES: dict[str, Path] = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
 
 
+#: modules that belong to another module's stage unit (serve is the classify stage's HTTP front end)
+UNIT_OF = {"pipeline.serve": "pipeline.classify"}
+
+
 def stage_unit(mod: str) -> str | None:
+    if mod in UNIT_OF:
+        return UNIT_OF[mod]
     return next((u for u in STAGE_UNITS if mod == u or mod.startswith(u + ".")), None)
 
 
