@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/project_python.sh
 MATRIX_DIR=${MATRIX_DIR:-.cache/transformers-matrix}
-TESTS=${MATRIX_TESTS:-"tests/test_deprecations.py tests/test_peft_format.py tests/test_prefix.py"}
-FILTER=${MATRIX_FILTER:-"llama and not qwen2"}
+TESTS=${MATRIX_TESTS:-"tests/test_deprecations.py tests/test_peft_format.py tests/test_methods_peft.py"}
+FILTER=${MATRIX_FILTER:-"not qwen2 and not glm"}
 
 if [ $# -gt 0 ]; then
   versions=("$@")
