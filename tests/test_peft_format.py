@@ -27,6 +27,7 @@ from pipeline.methods.ptuning_v1 import PTuningV1Config
 from pipeline.methods.ptuning_v2 import PrefixConfig
 from pipeline.models.lm import PrefixLM, load_base_model, load_model
 from pipeline.models.store import resolve_model_dir
+from tests.test_methods_peft import padded_batch
 
 P = 3
 METHODS = {
@@ -49,15 +50,6 @@ VIRTUAL = {"prompt_tuning": P, "ptuning_v1_mlp": P, "ptuning_v1_lstm": P}
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)
-
-
-def padded_batch():
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 2000, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    mask[2, 4:] = 0
-    return ids, mask
 
 
 def write_checkpoint(folder: Path, arch: str, key: str, system_prompt: str | None = "") -> PrefixLM:
