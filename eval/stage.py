@@ -213,7 +213,9 @@ def metrics_path(cfg: EvalConfig) -> Path | None:
     """The train stage's ``metrics.jsonl`` (its dev evaluations give the learning curve), when models are tuned."""
     if cfg.train_dir is None or all(m.checkpoint is None for m in cfg.models):
         return None
-    return Path(cfg.train_dir) / "metrics.jsonl"
+    path = Path(cfg.train_dir) / "metrics.jsonl"
+    # a checkpoint folder from elsewhere (a PEFT adapter, train_dir=<it> checkpoint=.) has no training curve
+    return path if path.exists() else None
 
 
 def pet_pool_path(cfg: EvalConfig, variant: str) -> Path | None:
@@ -484,25 +486,22 @@ def cached_answer(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def preflight_checkpoints(cfg: EvalConfig) -> None:
-    """Before any model answers: every checkpoint is readable and was made for its base model (DataError)."""
+    """Before any model answers: every checkpoint (any method, or a PEFT adapter folder) is readable and was made
+    for its base model (DataError)."""
     from transformers import AutoConfig
 
-    from pipeline.methods.base import arch_facts
-    from pipeline.methods.ptuning_v2 import PREFIX_CONFIG, check_facts, read_prefix_config
+    from pipeline.methods import method_config_path, read_method_config
+    from pipeline.methods.base import arch_facts, check_arch
     from pipeline.models.store import resolve_model_dir
 
     for entry in cfg.models:
         prefix = prefix_dir(cfg, entry)
         if prefix is None:
             continue
-        saved = read_prefix_config(prefix)
+        saved = read_method_config(prefix)
         facts = arch_facts(AutoConfig.from_pretrained(str(resolve_model_dir(entry.spec))))
-        check_facts(saved["arch"], facts, prefix / PREFIX_CONFIG)
-        trained_on = saved["arch"].get("model_type")
-        if trained_on and facts.model_type and trained_on != facts.model_type:
-            raise DataError(prefix / PREFIX_CONFIG, None, "arch.model_type",
-                            f"checkpoint was trained on a {trained_on!r} model, model {entry.tag!r} "
-                            f"({entry.spec}) is {facts.model_type!r}")
+        check_arch(saved["arch"], facts, method_config_path(prefix),
+                   what=f"checkpoint for model {entry.tag!r} ({entry.spec})")
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -1,7 +1,9 @@
 """Command line.
 
     python -m pipeline <stage> [sub] [--config FILE] [--force] [--accept-edited-inputs] [--debug] [key=value ...]
+    (any config key may also be given as ``--key value``: ``python -m pipeline export --format peft ...``)
     python -m pipeline run <profile> [--steps a,b] [--run-root DIR] [--dry-run] [--force] [--debug] [step.key=value ...]
+    python -m pipeline serve [--model SPEC] [--train-dir DIR] [--checkpoint best] [--port 8000] ...   HTTP endpoint
 
 Exit codes: 0 done (or up to date); 2 a user error (bad config key or value, bad or missing input
 file, unusable out_dir), printed as one ``error:`` line naming the file, line, field or key, with
@@ -20,13 +22,14 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pipeline import missing_package_message
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import WRITE_ERRNOS, DataError
 from pipeline.core.profile import load_profile, run_profile, step_command
-from pipeline.core.registry import STAGES, UnknownStage
+from pipeline.core.registry import COMMANDS, STAGES, UnknownStage, resolve_command
 from pipeline.core.registry import resolve_stage as _resolve_stage
 from pipeline.core.stage import Stage, run_stage
 
@@ -101,6 +104,30 @@ def split_stage_name(argv: list[str]) -> tuple[str, list[str]]:
     return name, rest
 
 
+#: the stage command's own options; any other ``--key value`` is the config override ``key=value``
+STAGE_FLAGS = frozenset({"--config", "--force", "--accept-edited-inputs", "--debug", "--log-level", "-h", "--help"})
+
+
+def flags_to_overrides(argv: list[str]) -> list[str]:
+    """``--format peft`` / ``--format=peft`` -> ``format=peft`` for config keys (the stage's own flags stay)."""
+    out, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        name = word.split("=", 1)[0]
+        if word.startswith("--") and name not in STAGE_FLAGS:
+            if "=" in word:
+                out.append(word[2:])
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                out.append(f"{word[2:]}={argv[i + 1]}")
+                i += 1
+            else:
+                raise usage_error(f"option {word} needs a value (it sets the config key {word[2:]!r})")
+        else:
+            out.append(word)
+        i += 1
+    return out
+
+
 def main_run(argv: list[str]) -> int:
     """``python -m pipeline run <profile> ...``: run a profile's stages in order."""
     parser = argparse.ArgumentParser(prog="python -m pipeline run")
@@ -135,15 +162,39 @@ def main_run(argv: list[str]) -> int:
     return 0
 
 
+#: top-level packages of this project (a missing one of these is a bug, not a setup problem)
+PROJECT_PACKAGES = ("pipeline", "data_prep", "prompts_cot", "eval")
+
+
+def missing_dependency(entry: Callable[[], int]) -> int:
+    """Run ``entry``; a third-party package that cannot be imported is one ``error:`` line saying how to set up
+    (exit 2) instead of a traceback -- the usual cause is the system ``python`` instead of the project's ``.venv``."""
+    try:
+        return entry()
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] in PROJECT_PACKAGES or "--debug" in sys.argv:
+            raise
+        print(missing_package_message(exc.name, sys.executable), file=sys.stderr)
+        return 2
+
+
+def console_main() -> int:
+    """The ``glm-pipeline`` console script: :func:`main` with the missing-dependency message."""
+    return missing_dependency(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns a process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in {"-h", "--help"}:
         print(__doc__)
         print("stages:", ", ".join(STAGES))
+        print("commands:", ", ".join(["run", *COMMANDS]))
         return 0
     if argv and argv[0] == "run":
         return main_run(argv[1:])
+    if argv and argv[0] in COMMANDS:  # serve: looked up by name like the stages (nothing imported before)
+        return resolve_command(argv[0])(argv[1:])
     name, rest = split_stage_name(argv)
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name.replace('.', ' ')}")
     parser.add_argument("--config", help="stage YAML (default: the stage's shipped default)")
@@ -153,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = parser.parse_args(rest)
+    args = parser.parse_args(flags_to_overrides(rest))
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     stage = resolve_stage(name)
     config_path = args.config or (str(ROOT / stage.default_config) if stage.default_config else None)

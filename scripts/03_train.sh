@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 PROFILE="${1:-demo}"; shift || true
 CONFIG="pipeline/configs/train_${PROFILE}.yaml"
 [ -f "$CONFIG" ] || { echo "no config $CONFIG" >&2; exit 2; }
-PY="${PYTHON:-python}"
+source scripts/project_python.sh
+DS="$(dirname "$PY")/deepspeed"; [[ -x "$DS" ]] || DS=deepspeed   # the launcher of the same environment
 if [ -n "${HOSTFILE:-}" ]; then
-  exec deepspeed --hostfile "$HOSTFILE" --no_local_rank --module pipeline train --config "$CONFIG" "$@"
+  exec "$DS" --hostfile "$HOSTFILE" --no_local_rank --module pipeline train --config "$CONFIG" "$@"
 elif [ -n "${NUM_GPUS:-}" ] && [ "${NUM_GPUS}" -gt 1 ]; then
-  exec deepspeed --num_gpus "$NUM_GPUS" --no_local_rank --module pipeline train --config "$CONFIG" "$@"
+  exec "$DS" --num_gpus "$NUM_GPUS" --no_local_rank --module pipeline train --config "$CONFIG" "$@"
 else
   exec "$PY" -m pipeline train --config "$CONFIG" "$@"
 fi

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE="${1:-demo}"; shift || true
-PY="${PYTHON:-python}"
+source scripts/project_python.sh
 CFG="eval/configs/${PROFILE}.yaml"
 [[ -f "$CFG" ]] || { echo "no config $CFG" >&2; exit 2; }
 "$PY" -m pipeline evaluate --config "$CFG" "$@"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE="${1:-demo}"; shift || true
-PY="${PYTHON:-python}"
+source scripts/project_python.sh
 BASE=0
 if [[ "${1:-}" == "--base" ]]; then BASE=1; shift; fi
 CFG="pipeline/configs/predict_${PROFILE}.yaml"

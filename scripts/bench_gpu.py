@@ -143,7 +143,7 @@ def generation_throughput(lm: PrefixLM, batch: int, prompt_len: int, new_tokens:
         for i in range(new_tokens - 1):
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
             p = pos[:, -1:] + 1 + i
-            out = lm.call_base(nxt, mask, p, out.past_key_values, use_cache=True)
+            out = lm.call_base(nxt, mask, p, cache, use_cache=True)  # the cache object grows in place
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
 
     run()

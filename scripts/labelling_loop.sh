@@ -17,7 +17,7 @@
 # carry e-mails instead of user-<id>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
+source scripts/project_python.sh
 ROUND="${1:?usage: labelling_loop.sh ROUND [--review NAME]... [--label-studio EXPORT.json]... [--users USERS.json] [--policy P]}"
 shift
 REVIEWERS=(); LS_EXPORTS=(); POLICY=majority; USERS=""
@@ -65,10 +65,10 @@ if [[ ${#REVIEWERS[@]} -eq 0 && ${#LS_EXPORTS[@]} -eq 0 ]]; then
   cat <<EOF
 === expert step. Either
   * Label Studio (README "Expert labelling loop" has the details):
-      python scripts/label_studio_server.py start            # other terminal; installs it on first use
-      python scripts/label_studio_server.py push $L/export --title "round $ROUND"
+      $PY scripts/label_studio_server.py start            # other terminal; installs it on first use
+      $PY scripts/label_studio_server.py push $L/export --title "round $ROUND"
     experts annotate at the printed URL; then, with the project id push printed:
-      python scripts/label_studio_server.py pull PROJECT_ID $L/label_studio
+      $PY scripts/label_studio_server.py pull PROJECT_ID $L/label_studio
       bash scripts/labelling_loop.sh $ROUND --label-studio $L/label_studio/export.json
     (or by hand: paste $L/export/labeling_config.xml, import $L/export/tasks.json, Export > JSON,
     and pass the user list with --users)

@@ -10,6 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE="${1:-demo}"; shift || true
-PY="${PYTHON:-python}"
+source scripts/project_python.sh
 [[ -f "pipeline/profiles/$PROFILE.yaml" ]] || { echo "unknown profile $PROFILE ($(ls pipeline/profiles | sed 's/.yaml//' | tr '\n' ' '))" >&2; exit 2; }
 "$PY" -m pipeline run "$PROFILE" "$@"

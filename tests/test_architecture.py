@@ -25,6 +25,7 @@ PACKAGES = ("pipeline", "data_prep", "prompts_cot", "eval")
 FLOOR_NAMES = ["ground floor", "methods", "model library", "domain libraries", "stages"]
 #: stage modules / packages (a package's modules form one stage unit)
 STAGE_UNITS = ("data_prep.stage", "prompts_cot.stage", "pipeline.train", "pipeline.predict", "pipeline.classify",
+               "pipeline.export",
                "eval.stage", "eval.compare", "eval.method_table", "pipeline.label")
 
 
@@ -38,7 +39,13 @@ def module_name(path: Path) -> str:
 MODULES: dict[str, Path] = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
 
 
+#: modules that belong to another module's stage unit (serve is the classify stage's HTTP front end)
+UNIT_OF = {"pipeline.serve": "pipeline.classify"}
+
+
 def stage_unit(mod: str) -> str | None:
+    if mod in UNIT_OF:
+        return UNIT_OF[mod]
     return next((u for u in STAGE_UNITS if mod == u or mod.startswith(u + ".")), None)
 
 

@@ -8,6 +8,7 @@ keeps pointing down (tests/test_architecture.py).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from pipeline.core.stage import Stage
 
@@ -18,6 +19,7 @@ STAGES: dict[str, str] = {
     "train": "pipeline.train:STAGE",
     "predict": "pipeline.predict:STAGE",
     "classify": "pipeline.classify:STAGE",
+    "export": "pipeline.export:STAGE",
     "evaluate": "eval.stage:STAGE",
     "compare": "eval.compare:STAGE",
     "method_table": "eval.method_table:STAGE",
@@ -28,6 +30,17 @@ STAGES: dict[str, str] = {
     "label.merge": "pipeline.label.merge:STAGE",
     "label.agreement": "pipeline.label.agreement:STAGE",
 }
+
+#: commands that are not stages (no out_dir, no manifest) -> "module:function" taking the remaining argv
+COMMANDS: dict[str, str] = {
+    "serve": "pipeline.serve:main",
+}
+
+
+def resolve_command(name: str) -> Callable[[list[str]], int]:
+    """Import and return the entry function of command ``name`` (``serve``)."""
+    module, attr = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class UnknownStage(KeyError):
@@ -52,4 +65,4 @@ def resolve_stage(name: str) -> Stage:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["STAGES", "UnknownStage", "resolve_stage", "stage_module"]
+__all__ = ["COMMANDS", "STAGES", "UnknownStage", "resolve_command", "resolve_stage", "stage_module"]

@@ -67,7 +67,7 @@ BOOKKEEPING = frozenset({STAGING, TRASH, LOCK})
 UPSTREAM_KEYS = ("data_dir", "prompts_dir", "train_dir")
 TRACKED_PACKAGES = (
     "torch", "transformers", "deepspeed", "datasets", "numpy", "scipy", "scikit-learn",
-    "safetensors", "tokenizers", "sentencepiece", "gguf", "accelerate", "peft", "matplotlib",
+    "safetensors", "tokenizers", "sentencepiece", "gguf", "accelerate", "peft", "evaluate", "matplotlib",
 )
 
 

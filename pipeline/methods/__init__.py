@@ -51,6 +51,7 @@ from pipeline.methods.base import (
 )
 from pipeline.methods.cls_head import CLS_HEAD_WEIGHTS, ClsHead, head_labels
 from pipeline.methods.lora import LoraAdapter, LoraConfig, inject_lora
+from pipeline.methods.peft_format import is_peft_folder, peft_adapter_parts, peft_method_config
 from pipeline.methods.prefix_tuning import PrefixTuningConfig, PrefixTuningEncoder
 from pipeline.methods.prompt_tuning import PromptTuningConfig, SoftPrompt, init_prompt_from_text
 from pipeline.methods.ptuning_v1 import PromptEncoderV1, PTuningV1Config
@@ -232,6 +233,8 @@ def read_method_config(folder: str | Path) -> dict[str, Any]:
 
     DataError (exit 2) when the folder holds no method JSON, it is invalid, or names an unknown method.
     """
+    if is_peft_folder(folder):  # a Hugging Face PEFT adapter (pipeline.methods.peft_format)
+        return peft_method_config(folder)
     path = method_config_path(folder)
     if not path.exists():
         raise DataError(path, None, None, f"not a checkpoint folder: neither {ADAPTER_CONFIG} nor {PREFIX_CONFIG}")
@@ -256,6 +259,8 @@ def load_adapters(folder: str | Path, model: nn.Module, facts: ArchFacts) -> Ada
     Refuses (DataError, exit 2) a checkpoint made for another base model: model type or shape facts differ.
     """
     folder = Path(folder)
+    if is_peft_folder(folder):  # a Hugging Face PEFT adapter (pipeline.methods.peft_format)
+        return Adapters(**peft_adapter_parts(folder, model, facts))
     data = read_method_config(folder)
     path = method_config_path(folder)
     check_arch(data["arch"], facts, path, what=f"{data['method']} checkpoint")

@@ -26,6 +26,7 @@ from pipeline.methods.ptuning_v2.prefix import (
     text_key_values,
     export_static_prefix,
     load_prefix,
+    output_cache,
     read_prefix_config,
     save_prefix,
     split_key_values,
@@ -34,6 +35,6 @@ from pipeline.methods.ptuning_v2.prefix import (
 __all__ = [
     "FORMAT_VERSION", "PREFIX_CONFIG", "PREFIX_STATIC", "PREFIX_WEIGHTS", "STATIC_KEY", "KeyValues", "PrefixConfig",
     "PrefixEncoder", "StaticPrefix", "build_prefix_encoder", "check_facts", "count_prefix_parameters",
-    "expand_key_values", "export_static_prefix", "init_prefix_from_text", "load_prefix", "read_prefix_config",
-    "repeat_to_length", "save_prefix", "split_key_values", "text_key_values",
+    "expand_key_values", "export_static_prefix", "init_prefix_from_text", "load_prefix", "output_cache",
+    "read_prefix_config", "repeat_to_length", "save_prefix", "split_key_values", "text_key_values",
 ]

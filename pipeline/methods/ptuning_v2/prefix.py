@@ -231,6 +231,17 @@ def cache_layer_key_values(cache: Any, layer: int) -> tuple[torch.Tensor, torch.
     return cache[layer][0], cache[layer][1]
 
 
+def output_cache(output: Any) -> Any:
+    """The cache a forward with ``use_cache=True`` returned, read by its current name.
+
+    transformers renamed the output field ``past_key_values`` to ``cache`` (after 5.20); reading the old name on a
+    new version prints a deprecation warning (and will fail once the alias is gone), so read the field the output
+    class declares.
+    """
+    fields = getattr(output, "__dataclass_fields__", {})
+    return output["cache"] if "cache" in fields else output["past_key_values"]
+
+
 @torch.no_grad()
 def text_key_values(model: nn.Module, token_ids: list[int], facts: ArchFacts) -> torch.Tensor:
     """The base model's key/values for ``token_ids`` read from position 0, as flat prefix rows.
@@ -245,7 +256,7 @@ def text_key_values(model: nn.Module, token_ids: list[int], facts: ArchFacts) ->
     device = next(model.parameters()).device
     ids = torch.tensor([token_ids], dtype=torch.long, device=device)
     with eval_mode(model):
-        cache = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+        cache = output_cache(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True))
     pairs = [cache_layer_key_values(cache, i) for i in range(facts.num_layers)]
     # L pairs of (1, H, P, D) -> (L, 2, H, P, D) -> (P, L, 2, H, D) -> (P, row_dim)
     kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in pairs])
