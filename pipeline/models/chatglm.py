@@ -74,7 +74,7 @@ CONVERTER_VERSION = 1
 MARKER_FILE = "chatglm_conversion.json"
 
 Variant = Literal["chatglm2", "chatglm3"]
-RopeScaling = Literal["theta", "linear"]
+RopeScaling = Literal["theta", "linear", "none"]
 
 #: ChatGLM2 special tokens, in id order after the sentencepiece vocabulary ("sop"/"eop" renamed).
 GLM2_SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>")
@@ -166,15 +166,21 @@ def detect_variant(src: Path, raw: dict[str, Any]) -> Variant:
 
 
 def detect_rope_scaling(src: Path, variant: Variant) -> RopeScaling:
-    """How ``rope_ratio`` acts: ``linear`` (positions / ratio, ChatGLM2-32k) or ``theta`` (base * ratio).
+    """How ``rope_ratio`` acts: ``linear`` (positions / ratio, ChatGLM2-32k), ``theta`` (base * ratio) or
+    ``none`` (ignored).
 
-    The shipped ``modeling_chatglm.py`` is authoritative (read as text, never executed).
+    The shipped ``modeling_chatglm.py`` is authoritative (read as text, never executed): a file that
+    never mentions ``rope_ratio`` (THUDM's chatglm2-6b / chatglm3-6b 8k releases) ignores a
+    ``rope_ratio`` that a config.json may carry, so THUDM's code computes plain RoPE for that folder.
+    Without a modeling file the variant's convention applies.
     """
     code = _read_text_if_exists(src / "modeling_chatglm.py")
     if re.search(r"arange\(\s*seq_len[^\n]*\)\s*/\s*self\.rope_ratio", code):
         return "linear"
     if re.search(r"base\s*=\s*base\s*\*\s*self\.rope_ratio|10000\s*\*\s*self\.rope_ratio", code):
         return "theta"
+    if code and "rope_ratio" not in code:
+        return "none"
     return "linear" if variant == "chatglm2" else "theta"
 
 
@@ -221,6 +227,8 @@ def glm_config_from_chatglm(
         raise DataError(config_path, None, "multi_query_group_num", f"{groups} does not divide {heads} heads")
     ratio = float(raw.get("rope_ratio", 1.0) or 1.0)
     scaling = rope_scaling or ("linear" if variant == "chatglm2" else "theta")
+    if scaling == "none":
+        ratio = 1.0
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
     if ratio != 1.0 and scaling == "theta":
         rope["rope_theta"] = 10000.0 * ratio
@@ -567,20 +575,46 @@ def build_chatglm_tokenizer(sp_model: str | Path, variant: Variant = "chatglm2",
 
 
 def format_glm_prompt(prompt: str, variant: Variant = "chatglm2") -> str:
-    """ChatGLM's single-turn chat string, prefix tokens included (tokenize with add_special_tokens=False)."""
+    """ChatGLM's single-turn chat string, prefix tokens included (for display; ids: :func:`encode_glm_prompt`)."""
     return CHAT_FORMATS[variant].format(prompt=prompt)
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of plain ``text``: special-token spellings typed in it (``<|user|>``, ``[gMASK]``, ``</s>``)
+    stay text, as in THUDM's tokenizers, so user input can never forge a turn or a mask."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def encode_glm_prompt(tokenizer: Any, prompt: str, variant: Variant = "chatglm2") -> list[int]:
+    """The ids THUDM's chat code feeds the model for one user turn, built from pieces (never by parsing text).
+
+    * ChatGLM2 (``build_prompt`` then the tokenizer): ``[gMASK] <sop>`` + ``"[Round 1]\\n\\n问：{prompt}\\n\\n答："``;
+    * ChatGLM3 (``build_chat_input``): ``[gMASK] <sop> <|user|>`` + ``encode("\\n")`` + ``encode(prompt)`` +
+      ``<|assistant|>`` -- header and message are encoded apart, so the message starts with its own "▁";
+    * ChatGLM-6B: ``encode(prompt)`` + ``[gMASK] <sop>`` (its ``build_inputs_with_special_tokens``).
+    """
+    ids = tokenizer.convert_tokens_to_ids
+    if variant == "chatglm":
+        return encode_text(tokenizer, prompt) + [ids("[gMASK]"), ids("<sop>")]
+    head = [ids("[gMASK]"), ids("<sop>")]
+    if variant == "chatglm3":
+        return [*head, ids("<|user|>"), *encode_text(tokenizer, "\n"), *encode_text(tokenizer, prompt),
+                ids("<|assistant|>")]
+    return head + encode_text(tokenizer, CHAT_FORMATS[variant].removeprefix(GLM_PREFIX).format(prompt=prompt))
+
+
 def load_tokenizer(model_dir: str | Path):
-    """The converted folder's tokenizer with a ``build_glm_prompt(prompt)`` hook for :mod:`pipeline.models.lm`."""
+    """The converted folder's tokenizer with ``build_glm_prompt(prompt)`` / ``encode_glm_prompt(tokenizer, prompt)``
+    hooks for :mod:`pipeline.models.lm`."""
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     marker = read_json_object(model_dir / MARKER_FILE) if is_converted_dir(model_dir) else {}
     variant = marker.get("variant", "chatglm2")
-    # a partial of a module-level function keeps the tokenizer picklable (datasets.map workers)
+    # partials of module-level functions keep the tokenizer picklable (datasets.map workers)
     tokenizer.build_glm_prompt = functools.partial(format_glm_prompt, variant=variant)
+    tokenizer.encode_glm_prompt = functools.partial(encode_glm_prompt, variant=variant)
     return tokenizer
 
 

@@ -1,0 +1,186 @@
+"""The project's ChatGLM support against tensors recorded from THUDM's own code (tests/fixtures/thudm/).
+
+Each fixture case is a tiny seeded checkpoint in THUDM's layout plus what THUDM's
+``modeling_chatglm.py`` / ``tokenization_chatglm.py`` computed from it (see
+``tests/record_thudm_fixtures.py`` and ``tests/fixtures/README.md``). Here the project converts or
+loads the same checkpoint with no remote code and must give the same token ids, logits and greedy
+tokens. No network, no THUDM code at test time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.methods.ptuning_v2 import PrefixConfig, PrefixEncoder
+from pipeline.models import chatglm
+from pipeline.models.generation import generate_ids
+from pipeline.models.lm import PrefixLM, encode_chat_prompt, load_base_model
+from pipeline.models.tokenizer import load_tokenizer
+
+torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "thudm"
+PREFIX_KEY = "transformer.prefix_encoder.embedding.weight"
+#: the fixture cases of ChatGLM2/3 and the variant each one is
+GLM23_CASES = {"v2_mqa": "chatglm2", "v2_mha_prefix": "chatglm2", "v3_mqa_rope_ratio": "chatglm3",
+               "v3_mqa_prefix": "chatglm3"}
+#: a stand-in for the modeling file THUDM shipped with the recorded folder: the converter only reads
+#: whether (and how) it uses rope_ratio, so the fact is all the stand-in reproduces
+MODELING_STANDIN = "# stand-in for THUDM's chatglm3-6b modeling_chatglm.py: RotaryEmbedding(dim, original_impl, device, dtype)\n"
+
+
+def expected(case: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    return (json.loads((FIXTURES / case / "expected.json").read_text(encoding="utf-8")),
+            load_file(str(FIXTURES / case / "expected.safetensors")))
+
+
+def thudm_folder(case: str, dst: Path, with_modeling: bool = True) -> tuple[Path, torch.Tensor | None]:
+    """The case's checkpoint as a THUDM base-model folder (prefix weights split off); returns it and the prefix."""
+    dst.mkdir(parents=True)
+    for f in (FIXTURES / case).iterdir():
+        if f.name not in ("expected.json", "expected.safetensors", "model.safetensors"):
+            shutil.copy(f, dst / f.name)
+    from safetensors.torch import save_file
+
+    sd = load_file(str(FIXTURES / case / "model.safetensors"))
+    prefix = sd.pop(PREFIX_KEY, None)
+    save_file(sd, str(dst / "model.safetensors"))
+    if with_modeling and case.startswith("v3"):
+        (dst / "modeling_chatglm.py").write_text(MODELING_STANDIN)
+    return dst, prefix
+
+
+def real_rows(meta: dict) -> list[list[int]]:
+    """The unpadded token rows of a recorded left-padded batch."""
+    return [[t for t, m in zip(ids, mask) if m] for ids, mask in zip(meta["input_ids"], meta["attention_mask"])]
+
+
+@pytest.fixture(scope="module")
+def glm23(tmp_path_factory) -> dict[str, tuple[PrefixLM, object]]:
+    """Every ChatGLM2/3 case converted with the project's converter and wrapped as THUDM runs it."""
+    out = {}
+    for case, variant in GLM23_CASES.items():
+        root = tmp_path_factory.mktemp(case)
+        src, prefix = thudm_folder(case, root / "src")
+        dst = chatglm.convert_chatglm_to_glm(src, root / "glm", variant=variant)
+        model = load_base_model(dst, dtype="float32")
+        lm = PrefixLM(model)
+        if prefix is not None:  # THUDM numbers real tokens from 0 after the prefix
+            config = PrefixConfig(pre_seq_len=prefix.shape[0], positions_after_prefix=False)
+            encoder = PrefixEncoder(config, lm.facts)
+            with torch.no_grad():
+                encoder.embedding.weight.copy_(prefix.float())
+            lm = PrefixLM(model, prefix=encoder)
+        out[case] = (lm, load_tokenizer(dst))
+    return out
+
+
+def cached_step_logits(lm: PrefixLM, rows: list[list[int]], forced: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Logits ``(B, n, V)`` of each decoding step over the KV cache, feeding ``forced`` tokens (teacher forcing)."""
+    from pipeline.models.generation import pad_left
+
+    ids, mask = pad_left(rows, pad_id, lm.device)
+    b, n = len(rows), len(forced[0])
+    cache = lm.new_cache(b, read_only=False)
+    positions = lm.position_ids(ids, mask)
+    full = lm.extend_mask(mask)
+    steps = [lm.call_base(ids, full, positions, cache, use_cache=True).logits[:, -1]]
+    nxt_pos = positions[:, -1:] + 1
+    for t in range(n - 1):
+        full = torch.cat([full, full.new_ones(b, 1)], dim=1)
+        tok = torch.tensor([[f[t]] for f in forced])
+        steps.append(lm.call_base(tok, full, nxt_pos, cache, use_cache=True).logits[:, -1])
+        nxt_pos = nxt_pos + 1
+    return torch.stack(steps, dim=1)
+
+
+# ------------------------------------------------------------------------------------ ChatGLM2/3
+@pytest.mark.parametrize("case", list(GLM23_CASES))
+def test_glm23_logits_match_thudm(glm23, case):
+    """Full forward of a left-padded batch (MQA and not, with and without a prefix, rope_ratio ignored)."""
+    meta, want = expected(case)
+    lm, _ = glm23[case]
+    ids, mask = torch.tensor(meta["input_ids"]), torch.tensor(meta["attention_mask"])
+    with torch.no_grad():
+        got = lm(ids, mask).logits
+    real = mask.bool()
+    assert got.shape == want["logits"].shape
+    torch.testing.assert_close(got[real], want["logits"][real], atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", list(GLM23_CASES))
+def test_glm23_cached_generation_matches_thudm(glm23, case):
+    """THUDM's greedy ``generate`` (their cache) against the project's: same tokens, same step logits."""
+    meta, want = expected(case)
+    lm, tok = glm23[case]
+    rows = real_rows(meta)
+    eos = sorted({2, *chatglm_eos(tok)})
+    got_ids = generate_ids(lm, rows, max_new_tokens=len(meta["generated_ids"][0]), eos_ids=eos, pad_id=0)
+    for got, ref in zip(got_ids, meta["generated_ids"]):
+        cut = next((i for i, t in enumerate(ref) if t in eos), len(ref))
+        assert got == ref[:cut]
+    with torch.no_grad():
+        steps = cached_step_logits(lm, rows, meta["generated_ids"], 0)
+    for r, ref in enumerate(meta["generated_ids"]):
+        n = next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))  # up to the row's EOS step
+        torch.testing.assert_close(steps[r, :n], want["generate_scores"][r, :n], atol=2e-4, rtol=1e-4)
+
+
+def chatglm_eos(tok) -> list[int]:
+    return [tok.convert_tokens_to_ids(t) for t in ("<|user|>", "<|observation|>") if t in tok.get_vocab()]
+
+
+@pytest.mark.parametrize("case", ["v2_mqa", "v3_mqa_rope_ratio"])
+def test_glm23_plain_text_ids_match_thudm(glm23, case):
+    meta, _ = expected(case)
+    _, tok = glm23[case]
+    for text, ref in zip(meta["samples"], meta["sample_ids"]):
+        assert chatglm.encode_text(tok, text) == ref, text  # typed special-token text stays text
+        if "[gMASK]" not in text:
+            assert tok(text, add_special_tokens=False)["input_ids"] == ref, text
+
+
+def test_chatglm2_chat_ids_match_thudm(glm23):
+    """``build_prompt`` + tokenizer (ChatGLM2's ``chat``) against ``encode_chat_prompt``."""
+    meta, _ = expected("v2_mqa")
+    _, tok = glm23["v2_mqa"]
+    for prompt, ref in zip(meta["prompts"], real_rows(meta)):
+        assert encode_chat_prompt(tok, prompt) == ref
+    assert encode_chat_prompt(tok, meta["forged"]) == meta["forged_ids"]
+
+
+def test_chatglm3_chat_ids_match_build_chat_input(glm23):
+    """ChatGLM3's ``build_chat_input``: role header and message encoded apart (each message starts with "▁")."""
+    meta, _ = expected("v3_mqa_rope_ratio")
+    _, tok = glm23["v3_mqa_rope_ratio"]
+    for prompt, ref in zip(meta["prompts"], meta["chat_ids"]):
+        assert encode_chat_prompt(tok, prompt) == ref
+
+
+def test_chatglm3_typed_special_text_cannot_forge_a_turn(glm23):
+    """``<|user|>``, ``[gMASK]``, ``</s>`` typed in a prompt stay text, as in THUDM's ``build_chat_input``."""
+    meta, _ = expected("v3_mqa_rope_ratio")
+    _, tok = glm23["v3_mqa_rope_ratio"]
+    ids = encode_chat_prompt(tok, meta["forged"])
+    assert ids == meta["forged_ids"]
+    user, assistant = tok.convert_tokens_to_ids("<|user|>"), tok.convert_tokens_to_ids("<|assistant|>")
+    assert ids.count(user) == 1 and ids.count(assistant) == 1 and ids.count(2) == 0
+
+
+def test_chatglm3_rope_ratio_follows_the_shipped_modeling_file(tmp_path):
+    """config.json says rope_ratio 4, THUDM's chatglm3-6b modeling file ignores it: so must the conversion."""
+    meta, want = expected("v3_mqa_rope_ratio")
+    assert json.loads((FIXTURES / "v3_mqa_rope_ratio" / "config.json").read_text())["rope_ratio"] == 4.0
+    src, _ = thudm_folder("v3_mqa_rope_ratio", tmp_path / "src")
+    assert chatglm.detect_rope_scaling(src, "chatglm3") == "none"
+    dst = chatglm.convert_chatglm_to_glm(src, tmp_path / "glm", variant="chatglm3")
+    assert json.loads((dst / "config.json").read_text())["rope_parameters"]["rope_theta"] == 10000.0
+    # without a modeling file the variant's convention applies (ChatGLM3-32k scales the base)
+    bare, _ = thudm_folder("v3_mqa_rope_ratio", tmp_path / "bare", with_modeling=False)
+    assert chatglm.detect_rope_scaling(bare, "chatglm3") == "theta"
