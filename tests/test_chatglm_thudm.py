@@ -56,9 +56,21 @@ def thudm_folder(case: str, dst: Path, with_modeling: bool = True) -> tuple[Path
     return dst, prefix
 
 
-def real_rows(meta: dict) -> list[list[int]]:
+def batch_mask(meta: dict, pad_id: int = 0) -> list[list[int]]:
+    """The recorded batch's 2-D padding mask (ChatGLM-6B's tokenizer records 2-D positions instead: its
+    left padding is the run of ``pad_id`` in front)."""
+    if "attention_mask" in meta:
+        return meta["attention_mask"]
+    out = []
+    for ids in meta["input_ids"]:
+        n = next((i for i, t in enumerate(ids) if t != pad_id), len(ids))
+        out.append([0] * n + [1] * (len(ids) - n))
+    return out
+
+
+def real_rows(meta: dict, pad_id: int = 0) -> list[list[int]]:
     """The unpadded token rows of a recorded left-padded batch."""
-    return [[t for t, m in zip(ids, mask) if m] for ids, mask in zip(meta["input_ids"], meta["attention_mask"])]
+    return [[t for t, m in zip(ids, mask) if m] for ids, mask in zip(meta["input_ids"], batch_mask(meta, pad_id))]
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +196,125 @@ def test_chatglm3_rope_ratio_follows_the_shipped_modeling_file(tmp_path):
     # without a modeling file the variant's convention applies (ChatGLM3-32k scales the base)
     bare, _ = thudm_folder("v3_mqa_rope_ratio", tmp_path / "bare", with_modeling=False)
     assert chatglm.detect_rope_scaling(bare, "chatglm3") == "theta"
+
+
+# ------------------------------------------------------------------------------------ ChatGLM-6B
+V1_CASES = ("v1", "v1_prefix")
+
+
+def v1_pad() -> int:
+    return json.loads((FIXTURES / "v1" / "config.json").read_text())["pad_token_id"]
+
+
+@pytest.fixture(scope="module")
+def glm6b(tmp_path_factory) -> dict[str, tuple[PrefixLM, object, Path]]:
+    """ChatGLM-6B cases converted natively (no remote code), wrapped as THUDM runs them (positions from 0)."""
+    out = {}
+    for case in V1_CASES:
+        root = tmp_path_factory.mktemp(case)
+        src, prefix = thudm_folder(case, root / "src")
+        dst = chatglm.convert_chatglm_to_glm(src, root / "native")
+        model = load_base_model(dst, dtype="float32")
+        lm = PrefixLM(model)
+        if prefix is not None:
+            encoder = PrefixEncoder(PrefixConfig(pre_seq_len=prefix.shape[0], positions_after_prefix=False), lm.facts)
+            with torch.no_grad():
+                encoder.embedding.weight.copy_(prefix.float())
+            lm = PrefixLM(model, prefix=encoder)
+        out[case] = (lm, load_tokenizer(dst), dst)
+    return out
+
+
+@pytest.mark.parametrize("case", V1_CASES)
+def test_chatglm6b_logits_match_thudm(glm6b, case):
+    """A left-padded batch: 2-D positions frozen at [gMASK], the prefix-LM mask, alpha residual, prefix."""
+    meta, want = expected(case)
+    lm, _, _ = glm6b[case]
+    ids, mask = torch.tensor(meta["input_ids"]), torch.tensor(batch_mask(meta, v1_pad()))
+    with torch.no_grad():
+        got = lm(ids, mask).logits
+    real = mask.bool()
+    assert want["logits"][real].std() > 0.5  # the reference is not degenerate
+    torch.testing.assert_close(got[real], want["logits"][real], atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", V1_CASES)
+def test_chatglm6b_cached_generation_matches_thudm(glm6b, case):
+    """THUDM's greedy ``generate`` (block positions counting up over their cache) against the project's."""
+    meta, want = expected(case)
+    lm, tok, _ = glm6b[case]
+    rows = real_rows(meta, v1_pad())
+    n = len(meta["generated_ids"][0])
+    got = generate_ids(lm, rows, max_new_tokens=n, eos_ids=[tok.eos_token_id], pad_id=v1_pad())
+    assert got == [r[: next((i for i, t in enumerate(r) if t == tok.eos_token_id), n)] for r in meta["generated_ids"]]
+    with torch.no_grad():
+        steps = cached_step_logits(lm, rows, meta["generated_ids"], v1_pad())
+    torch.testing.assert_close(steps, want["generate_scores"], atol=2e-4, rtol=1e-4)
+
+
+def test_chatglm6b_tokenizer_matches_thudm(glm6b):
+    """ice_text.model with the image-token id offset, <n>, <|blank_k|>, <|tab|>; the chat input; decoding."""
+    meta, _ = expected("v1")
+    _, tok, _ = glm6b["v1"]
+    offset = json.loads((FIXTURES / "v1" / "tokenizer_config.json").read_text())["num_image_tokens"]
+    assert tok.convert_tokens_to_ids("<unk>") == offset and tok.convert_ids_to_tokens(0) == "<image_0>"
+    for text, ref in zip(meta["samples"], meta["sample_ids"]):
+        assert tok(text, add_special_tokens=False)["input_ids"] == ref, text
+    assert tok.decode(meta["sample_ids"][0]) == meta["samples"][0]  # <n>, <|blank_2|> undone
+    assert tok.convert_tokens_to_ids("<|tab|>") in meta["sample_ids"][2]
+    for prompt, ref in zip(meta["prompts"], real_rows(meta, v1_pad())):
+        assert encode_chat_prompt(tok, prompt) == ref  # prompt + [gMASK] <sop>, as THUDM's chat() builds it
+        assert tok(prompt)["input_ids"] == ref
+
+
+def test_chatglm6b_folder_loads_with_auto_classes_and_cli(tmp_path, glm6b):
+    """``python -m pipeline.models.chatglm <v1 folder> <out>`` writes a folder AutoModelForCausalLM loads."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    import pipeline.models  # noqa: F401 - registers model_type chatglm6b
+
+    src, _ = thudm_folder("v1", tmp_path / "src")
+    assert chatglm.main([str(src), str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert AutoConfig.from_pretrained(str(out)).model_type == "chatglm6b"
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    assert type(model).__name__ == "ChatGLM6BForCausalLM"
+    assert AutoTokenizer.from_pretrained(str(out)).eos_token == "<eop>"
+    meta, want = expected("v1")
+    ids = torch.tensor(real_rows(meta, v1_pad())[1:])
+    with torch.no_grad():  # THUDM's own defaults (positions and mask from <sop>) without the project's wrapper
+        logits = model(input_ids=ids).logits
+    torch.testing.assert_close(logits[0], want["logits"][1], atol=2e-4, rtol=1e-4)
+
+
+def test_chatglm6b_trains_scores_and_generates_through_the_project(glm6b, tmp_path):
+    """One P-Tuning v2 step, label scoring (tree mask over the cache) and generation on the native v1 model."""
+    from pipeline.models.generation import generate, score_candidates
+    from pipeline.models.lm import load_model
+    from pipeline.models.scoring import score_rows
+
+    _, _, dst = glm6b["v1"]
+    lm, tok = load_model(str(dst), prefix_config=PrefixConfig(pre_seq_len=3, positions_after_prefix=False))
+    prompt_ids = encode_chat_prompt(tok, "The target approaches.")
+    answer = tok("Answer: motion=flyby", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = torch.tensor([prompt_ids + answer])
+    labels = torch.tensor([[-100] * len(prompt_ids) + answer])
+    lm.train()
+    out = lm(ids, torch.ones_like(ids), labels=labels)
+    out.loss.backward()
+    assert lm.prefix.embedding.weight.grad.abs().sum() > 0
+    lm.eval()
+    # the prompt is bidirectional, the reply causal: scoring over the prompt's cache = scoring the full rows
+    cands = ["Answer: motion=flyby", "Answer: motion=hovering"]
+    fast = score_candidates(lm, tok, ["The target approaches."], cands)
+    with torch.no_grad():
+        full = []
+        for c in cands:
+            cid = tok(c, add_special_tokens=False)["input_ids"]
+            row = torch.tensor([prompt_ids + cid])
+            logp = torch.log_softmax(lm(row, torch.ones_like(row)).logits[0].float(), -1)
+            full.append(sum(float(logp[len(prompt_ids) - 1 + i, t]) for i, t in enumerate(cid)))
+    assert fast[0].tolist() == pytest.approx(full, abs=1e-3)
+    rows = score_rows(lm, tok, ["The target approaches.", "目标持续接近我方空间站。"], ["en", "zh"])
+    assert all(set(r["parsed"]) == {"motion", "operation", "task"} for r in rows)
+    assert len(generate(lm, tok, ["The target approaches."], max_new_tokens=3)) == 1
