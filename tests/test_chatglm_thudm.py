@@ -318,3 +318,79 @@ def test_chatglm6b_trains_scores_and_generates_through_the_project(glm6b, tmp_pa
     rows = score_rows(lm, tok, ["The target approaches.", "目标持续接近我方空间站。"], ["en", "zh"])
     assert all(set(r["parsed"]) == {"motion", "operation", "task"} for r in rows)
     assert len(generate(lm, tok, ["The target approaches."], max_new_tokens=3)) == 1
+
+
+# ------------------------------------------------------------------------------ THUDM prefixes
+def write_thudm_checkpoint(folder: Path, prefix: torch.Tensor) -> Path:
+    """What THUDM's ptuning/main.py leaves in checkpoint-N/: the prefix encoder only, and the config."""
+    folder.mkdir(parents=True)
+    torch.save({PREFIX_KEY: prefix.float()}, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"model_type": "chatglm", "pre_seq_len": prefix.shape[0],
+                                                    "prefix_projection": False}))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["v2_mha_prefix", "v3_mqa_prefix", "v1_prefix"])
+def test_thudm_ptuning_checkpoint_loads_with_their_positions(tmp_path, case, monkeypatch):
+    """load_model(prefix_dir=<THUDM checkpoint-N>) reads PRE_SEQ_LEN and numbers positions from 0: THUDM's logits."""
+    from pipeline.methods import read_method_config
+    from pipeline.models.lm import load_model
+
+    monkeypatch.setenv("GLM_PIPELINE_CACHE", str(tmp_path / "cache"))
+    meta, want = expected(case)
+    src, prefix = thudm_folder(case, tmp_path / "src")
+    ckpt = write_thudm_checkpoint(tmp_path / "checkpoint-10", prefix)
+    assert read_method_config(ckpt)["pre_seq_len"] == 4
+    lm, _ = load_model(str(src), prefix_dir=ckpt)
+    assert lm.pre_seq_len == 4 and lm.position_offset == 0
+    pad = v1_pad() if case.startswith("v1") else 0
+    ids, mask = torch.tensor(meta["input_ids"]), torch.tensor(batch_mask(meta, pad))
+    with torch.no_grad():
+        got = lm(ids, mask).logits
+    torch.testing.assert_close(got[mask.bool()], want["logits"][mask.bool()], atol=2e-4, rtol=1e-4)
+
+
+def test_thudm_prefix_round_trip_and_errors(tmp_path, glm23, monkeypatch):
+    """Ours -> THUDM layout (export-prefix) -> ours: the same table; a prefix for another shape is exit 2."""
+    from pipeline.core.io import DataError
+    from pipeline.methods.ptuning_v2.thudm import load_thudm_prefix
+
+    lm, _ = glm23["v2_mha_prefix"]
+    ours = tmp_path / "ours"
+    lm.save_adapter(ours)
+    assert chatglm.main(["export-prefix", str(ours), str(tmp_path / "thudm")]) == 0
+    state = torch.load(tmp_path / "thudm" / "pytorch_model.bin", weights_only=True)
+    assert list(state) == [PREFIX_KEY]
+    torch.testing.assert_close(state[PREFIX_KEY], lm.prefix.embedding.weight.detach())
+    assert json.loads((tmp_path / "thudm" / "config.json").read_text())["pre_seq_len"] == 4
+    back = load_thudm_prefix(tmp_path / "thudm", lm.facts)
+    torch.testing.assert_close(back.embedding.weight, lm.prefix.embedding.weight)
+    assert back.config.positions_after_prefix is False
+    other, _ = glm23["v2_mqa"]  # 2 kv groups instead of 4
+    with pytest.raises(DataError, match="rows of width"):
+        load_thudm_prefix(tmp_path / "thudm", other.facts)
+    assert chatglm.cli(["export-prefix", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+
+
+def test_thudm_projection_checkpoint_becomes_a_static_prefix(tmp_path, glm23):
+    """--prefix_projection: Embedding -> Linear -> Tanh -> Linear evaluated once (THUDM's PrefixEncoder.forward)."""
+    from pipeline.methods.ptuning_v2 import StaticPrefix
+    from pipeline.methods.ptuning_v2.thudm import load_thudm_prefix, prefix_rows
+
+    lm, _ = glm23["v2_mqa"]
+    ENC = "transformer.prefix_encoder."  # noqa: N806
+    g = torch.Generator().manual_seed(0)
+    kv, hidden = lm.facts.row_dim, lm.facts.hidden_size
+    state = {ENC + "embedding.weight": torch.randn(3, kv, generator=g),
+             ENC + "trans.0.weight": torch.randn(hidden, kv, generator=g) * 0.1,
+             ENC + "trans.0.bias": torch.randn(hidden, generator=g),
+             ENC + "trans.2.weight": torch.randn(kv, hidden, generator=g) * 0.1,
+             ENC + "trans.2.bias": torch.randn(kv, generator=g)}
+    (tmp_path / "ckpt").mkdir()
+    torch.save(state, tmp_path / "ckpt" / "pytorch_model.bin")
+    prefix = load_thudm_prefix(tmp_path / "ckpt", lm.facts)
+    assert isinstance(prefix, StaticPrefix) and prefix.config.pre_seq_len == 3
+    mlp = torch.nn.Sequential(torch.nn.Linear(kv, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, kv))
+    mlp.load_state_dict({k.removeprefix(ENC + "trans."): v for k, v in state.items() if ".trans." in k})
+    with torch.no_grad():
+        torch.testing.assert_close(prefix_rows(prefix), mlp(state[ENC + "embedding.weight"]))

@@ -890,15 +890,43 @@ def ensure_converted(src: str | Path, cache_dir: str | Path) -> Path:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.models.chatglm SRC [DST]``: convert SRC to DST (default: the model cache); print the folder."""
-    import argparse
+def export_prefix(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write a project P-Tuning v2 checkpoint (encoder or static export) in THUDM's ptuning layout."""
+    from pipeline.methods.base import ArchFacts
+    from pipeline.methods.ptuning_v2 import load_prefix, read_prefix_config
+    from pipeline.methods.ptuning_v2.thudm import export_thudm_prefix
 
+    data = read_prefix_config(checkpoint)
+    if data.get("method", "ptuning_v2") != "ptuning_v2":
+        raise DataError(Path(checkpoint), None, "method", f"{data['method']} checkpoints have no THUDM layout")
+    facts = ArchFacts(**data["arch"])
+    return export_thudm_prefix(load_prefix(checkpoint, facts), out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.models.chatglm SRC [DST]``: convert SRC to DST (default: the model cache); print the folder.
+
+    ``python -m pipeline.models.chatglm export-prefix CHECKPOINT OUT``: write a P-Tuning v2 checkpoint in
+    THUDM's ``ptuning/main.py`` layout (``OUT/pytorch_model.bin``) for their cli/web demo.
+    """
+    import argparse
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["export-prefix"]:
+        parser = argparse.ArgumentParser(prog="python -m pipeline.models.chatglm export-prefix",
+                                         description="write a P-Tuning v2 checkpoint in THUDM's ptuning layout")
+        parser.add_argument("checkpoint", help="a train checkpoint folder (prefix_config.json)")
+        parser.add_argument("out", help="output folder (pytorch_model.bin + config.json)")
+        args = parser.parse_args(argv[1:])
+        for path in export_prefix(args.checkpoint, args.out):
+            print(path)
+        return 0
     parser = argparse.ArgumentParser(prog="python -m pipeline.models.chatglm", description=main.__doc__)
-    parser.add_argument("src", help="ChatGLM2/3 folder (config.json, tokenizer.model, weights)")
+    parser.add_argument("src", help="ChatGLM-6B / ChatGLM2 / ChatGLM3 folder (config.json, tokenizer, weights)")
     parser.add_argument("dst", nargs="?", help="output folder (default: $GLM_PIPELINE_CACHE/chatglm/<name>-<hash>)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.dst:
         out = convert_chatglm_to_glm(args.src, args.dst)
     else:
@@ -913,13 +941,18 @@ __all__ = [
     "CHAT_FORMATS",
     "CHAT_TEMPLATES",
     "MARKER_FILE",
+    "build_chatglm6b_tokenizer",
     "build_chatglm_tokenizer",
+    "chatglm6b_config",
     "chatglm2_6b_glm_config",
     "convert_chatglm_to_glm",
     "convert_weights",
     "detect_rope_scaling",
     "detect_variant",
+    "encode_glm_prompt",
+    "encode_text",
     "ensure_converted",
+    "export_prefix",
     "format_glm_prompt",
     "glm_config_from_chatglm",
     "is_chatglm_dir",
@@ -934,5 +967,16 @@ __all__ = [
 ]
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` with a bad input (a :class:`DataError`) reported as one ``error:`` line and exit 2."""
+    import sys
+
+    try:
+        return main(argv)
+    except (DataError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())
