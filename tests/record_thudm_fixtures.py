@@ -34,12 +34,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+#: the sentencepiece training text (a few lines of the domain, whitespace runs, a tab, newlines)
 TEXT = [
-    "The target continuously approaches our space station, reaches the closest distance, then moves away.",
+    "The non-cooperative target approaches the station, reaches its closest distance, then moves away.",
     "目标持续接近我方空间站，到达最近距离后逐渐远离。",
-    "Lighting: full sunlight; electromagnetic: optimal. Equipment: robotic arm.",
     "Answer: motion=flyby; operation=photographing; task=observation",
     "答案：运动=飞越；操作=拍照；任务=观测",
+    "Lighting: full sunlight; electromagnetic: optimal; equipment: robotic arm",
     "a  b   c\tindent\n\nnew line",
 ]
 #: texts whose token ids are recorded (whitespace runs, tabs, newlines, typed special-token text)
