@@ -65,6 +65,7 @@ from pipeline.methods.ptuning_v2 import (
     load_prefix,
     save_prefix,
 )
+from pipeline.methods.ptuning_v2 import thudm
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +233,12 @@ def read_method_config(folder: str | Path) -> dict[str, Any]:
     """A checkpoint folder's method JSON with ``method`` filled in (``ptuning_v2`` for older folders).
 
     DataError (exit 2) when the folder holds no method JSON, it is invalid, or names an unknown method.
+    A THUDM ``ptuning/main.py`` checkpoint reads as the ``ptuning_v2`` JSON it amounts to.
     """
     if is_peft_folder(folder):  # a Hugging Face PEFT adapter (pipeline.methods.peft_format)
         return peft_method_config(folder)
+    if thudm.is_thudm_prefix_dir(folder):  # hook: THUDM's own prefix layout
+        return thudm.thudm_method_config(folder)
     path = method_config_path(folder)
     if not path.exists():
         raise DataError(path, None, None, f"not a checkpoint folder: neither {ADAPTER_CONFIG} nor {PREFIX_CONFIG}")
@@ -261,6 +265,9 @@ def load_adapters(folder: str | Path, model: nn.Module, facts: ArchFacts) -> Ada
     folder = Path(folder)
     if is_peft_folder(folder):  # a Hugging Face PEFT adapter (pipeline.methods.peft_format)
         return Adapters(**peft_adapter_parts(folder, model, facts))
+    if thudm.is_thudm_prefix_dir(folder):  # hook: THUDM's own prefix layout (positions from 0 after the prefix)
+        prefix = thudm.load_thudm_prefix(folder, facts)
+        return Adapters("ptuning_v2", prefix.config, prefix=prefix)
     data = read_method_config(folder)
     path = method_config_path(folder)
     check_arch(data["arch"], facts, path, what=f"{data['method']} checkpoint")

@@ -74,8 +74,8 @@ CONVERTER_VERSION = 1
 #: Written into every converted folder; its presence marks a finished conversion.
 MARKER_FILE = "chatglm_conversion.json"
 
-Variant = Literal["chatglm2", "chatglm3"]
-RopeScaling = Literal["theta", "linear"]
+Variant = Literal["chatglm", "chatglm2", "chatglm3"]
+RopeScaling = Literal["theta", "linear", "none"]
 
 #: ChatGLM2 special tokens, in id order after the sentencepiece vocabulary ("sop"/"eop" renamed).
 GLM2_SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>")
@@ -86,12 +86,23 @@ GLM_PREFIX = "[gMASK]<sop>"
 
 #: Single-turn chat formats (what ChatGLM's ``build_prompt`` / ``build_chat_input`` produce).
 CHAT_FORMATS: dict[str, str] = {
+    "chatglm": "{prompt}[gMASK]<sop>",
     "chatglm2": GLM_PREFIX + "[Round 1]\n\n问：{prompt}\n\n答：",
     "chatglm3": GLM_PREFIX + "<|user|>\n{prompt}<|assistant|>",
 }
 
 #: Jinja versions of the formats for ``apply_chat_template`` (multi-turn; ChatGLM2 has no system role).
 CHAT_TEMPLATES: dict[str, str] = {
+    # ChatGLM-6B's chat(): the bare query for a first turn, "[Round i]\n问：…\n答：…\n" rounds after it
+    "chatglm": (
+        "{% if messages | length == 1 %}{{ messages[0]['content'] }}{% else %}"
+        "{% set ns = namespace(round=0) %}{% for message in messages %}"
+        "{% if message['role'] == 'user' %}[Round {{ ns.round }}]\n问：{{ message['content'] }}\n答："
+        "{% set ns.round = ns.round + 1 %}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] }}\n"
+        "{% else %}{{ raise_exception('ChatGLM-6B has no ' + message['role'] + ' role') }}{% endif %}"
+        "{% endfor %}{% endif %}[gMASK]<sop>"
+    ),
     "chatglm2": (
         GLM_PREFIX + "{% set ns = namespace(round=0) %}"
         "{% for message in messages %}"
@@ -123,12 +134,20 @@ CHATGLM2_6B_CONFIG: dict[str, Any] = {
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: Source files whose size/mtime enter the cache key besides the weights.
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "tokenization_chatglm.py", "modeling_chatglm.py")
+TOKENIZER_FILES = ("tokenizer.model", "ice_text.model", "tokenizer_config.json", "tokenization_chatglm.py",
+                   "modeling_chatglm.py")
+#: ChatGLM-6B's special pieces (in ice_text.model itself) and the ones the tokenizer treats as control tokens
+GLM6B_SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>")
+GLM6B_CONTROL_TOKENS = ("[MASK]", "<sop>", "<eop>")
+#: ChatGLM-6B's whitespace pieces: "\n" -> <n>, "\t" -> <|tab|>, k >= 2 spaces -> <|blank_k|> (k <= 80)
+GLM6B_MAX_BLANK = 80
 
 
 # ------------------------------------------------------------------------------------ detection
 def is_chatglm_dir(path: str | Path) -> bool:
-    """True when ``path/config.json`` describes a ChatGLM2/3 checkpoint (remote-code layout)."""
+    """True when ``path/config.json`` describes a THUDM ChatGLM checkpoint (remote-code layout), not a conversion."""
+    if is_converted_dir(path):
+        return False
     try:
         raw = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -156,8 +175,17 @@ def _read_text_if_exists(path: Path) -> str:
         return ""
 
 
+def is_chatglm6b(src: Path, raw: dict[str, Any]) -> bool:
+    """True for a ChatGLM-6B (v1) folder: 2-D positions / ``inner_hidden_size`` in config.json, or ``ice_text.model``."""
+    return ("position_encoding_2d" in raw or "inner_hidden_size" in raw or "gmask_token_id" in raw
+            or (src / "ice_text.model").is_file())
+
+
 def detect_variant(src: Path, raw: dict[str, Any]) -> Variant:
-    """ChatGLM3 when the tokenizer knows the role tokens (or the name says so), else ChatGLM2."""
+    """ChatGLM-6B for a v1 folder; ChatGLM3 when the tokenizer knows the role tokens (or the name says so);
+    else ChatGLM2."""
+    if is_chatglm6b(src, raw):
+        return "chatglm"
     texts = [_read_text_if_exists(src / name) for name in ("tokenizer_config.json", "tokenization_chatglm.py")]
     if any("<|user|>" in t or "role_special_tokens" in t for t in texts):
         return "chatglm3"
@@ -167,15 +195,21 @@ def detect_variant(src: Path, raw: dict[str, Any]) -> Variant:
 
 
 def detect_rope_scaling(src: Path, variant: Variant) -> RopeScaling:
-    """How ``rope_ratio`` acts: ``linear`` (positions / ratio, ChatGLM2-32k) or ``theta`` (base * ratio).
+    """How ``rope_ratio`` acts: ``linear`` (positions / ratio, ChatGLM2-32k), ``theta`` (base * ratio) or
+    ``none`` (ignored).
 
-    The shipped ``modeling_chatglm.py`` is authoritative (read as text, never executed).
+    The shipped ``modeling_chatglm.py`` is authoritative (read as text, never executed): a file that
+    never mentions ``rope_ratio`` (THUDM's chatglm2-6b / chatglm3-6b 8k releases) ignores a
+    ``rope_ratio`` that a config.json may carry, so THUDM's code computes plain RoPE for that folder.
+    Without a modeling file the variant's convention applies.
     """
     code = _read_text_if_exists(src / "modeling_chatglm.py")
     if re.search(r"arange\(\s*seq_len[^\n]*\)\s*/\s*self\.rope_ratio", code):
         return "linear"
     if re.search(r"base\s*=\s*base\s*\*\s*self\.rope_ratio|10000\s*\*\s*self\.rope_ratio", code):
         return "theta"
+    if code and "rope_ratio" not in code:
+        return "none"
     return "linear" if variant == "chatglm2" else "theta"
 
 
@@ -222,6 +256,8 @@ def glm_config_from_chatglm(
         raise DataError(config_path, None, "multi_query_group_num", f"{groups} does not divide {heads} heads")
     ratio = float(raw.get("rope_ratio", 1.0) or 1.0)
     scaling = rope_scaling or ("linear" if variant == "chatglm2" else "theta")
+    if scaling == "none":
+        ratio = 1.0
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
     if ratio != 1.0 and scaling == "theta":
         rope["rope_theta"] = 10000.0 * ratio
@@ -373,9 +409,12 @@ def expected_tensors(config: Any) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def convert_weights(src: Path, out: Path, raw: dict[str, Any], config: Any) -> dict[str, Any]:
-    """Stream every source shard into a GLM safetensors shard under ``out``; return stats.
+def convert_weights(src: Path, out: Path, raw: dict[str, Any], config: Any, rename: Any = None,
+                    expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Stream every source shard into a safetensors shard under ``out``; return stats.
 
+    ``rename(name, tensor, raw)`` gives the target name(s) (default :func:`rename_tensor`, ChatGLM2/3 -> GLM);
+    ``expected`` the target names and shapes (default: those of ``GlmForCausalLM(config)``).
     One output shard per input shard, so peak memory is one shard. Unknown, missing or
     mis-shaped tensors are a :class:`DataError` naming the shard (or the config).
     """
@@ -383,7 +422,8 @@ def convert_weights(src: Path, out: Path, raw: dict[str, Any], config: Any) -> d
     from tqdm.auto import tqdm
 
     files, index_path = list_weight_files(src)
-    expected = expected_tensors(config)
+    rename = rename or rename_tensor
+    expected = expected if expected is not None else expected_tensors(config)
     n = len(files)
     weight_map: dict[str, str] = {}
     total_bytes = 0
@@ -393,7 +433,7 @@ def convert_weights(src: Path, out: Path, raw: dict[str, Any], config: Any) -> d
         converted: dict[str, Any] = {}
         for name, tensor in iter_shard_tensors(path):
             try:
-                pairs = rename_tensor(name, tensor, raw)
+                pairs = rename(name, tensor, raw)
             except KeyError:
                 raise DataError(path, None, name, "unknown ChatGLM tensor name") from None
             for new_name, new_tensor in pairs:
@@ -421,6 +461,142 @@ def convert_weights(src: Path, out: Path, raw: dict[str, Any], config: Any) -> d
         write_json(out / "model.safetensors.index.json",
                    {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))})
     return {"shards": n, "tensors": len(weight_map), "bytes": total_bytes, "dtypes": sorted(dtypes)}
+
+
+# ------------------------------------------------------------------------------------ ChatGLM-6B
+def chatglm6b_config(raw: dict[str, Any], config_path: Path = Path("config.json")):
+    """The native :class:`~pipeline.models.chatglm6b.ChatGLM6BConfig` of a THUDM ChatGLM-6B ``config.json``."""
+    from pipeline.models.chatglm6b import ChatGLM6BConfig
+
+    if raw.get("position_encoding_2d", True) is not True:
+        raise DataError(config_path, None, "position_encoding_2d", "only ChatGLM-6B's 2-D positions are supported")
+    if raw.get("quantization_bit", 0) not in (0, None):
+        raise DataError(config_path, None, "quantization_bit", "quantized checkpoints are not supported")
+    for field in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size"):
+        if not isinstance(raw.get(field), int) or raw[field] <= 0:
+            raise DataError(config_path, None, field, f"expected a positive integer, got {raw.get(field)!r}")
+    keys = ("vocab_size", "hidden_size", "num_layers", "num_attention_heads", "layernorm_epsilon",
+            "max_sequence_length", "bos_token_id", "eos_token_id", "mask_token_id", "gmask_token_id", "pad_token_id")
+    kwargs = {k: raw[k] for k in keys if raw.get(k) is not None}
+    kwargs["inner_hidden_size"] = int(raw.get("inner_hidden_size") or 4 * raw["hidden_size"])
+    kwargs["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", True))  # transformers' default
+    config = ChatGLM6BConfig(**kwargs)
+    config.architectures = ["ChatGLM6BForCausalLM"]
+    return config
+
+
+def checkpoint_tensor_names(src: Path) -> set[str]:
+    """Every tensor name of a checkpoint (from the index, else from the shards' keys)."""
+    files, index_path = list_weight_files(src)
+    if index_path is not None:
+        return set(read_json_object(index_path)["weight_map"])
+    return {name for path in files for name, _ in iter_shard_tensors(path)}
+
+
+def chatglm6b_renamer(src: Path, tied: bool):
+    """``rename(name, tensor, raw)`` for ChatGLM-6B: THUDM's names are kept; rotary buffers and a ptuning prefix
+    are dropped; with tied embeddings the one matrix is ``lm_head.weight`` when the checkpoint has it (THUDM's
+    loader ties the two and the output embedding, loaded last, is what both ends use)."""
+    has_head = tied and "lm_head.weight" in checkpoint_tensor_names(src)
+    embed = "transformer.word_embeddings.weight"
+
+    def rename(name: str, tensor: Any, raw: dict[str, Any]) -> list[tuple[str, Any]]:
+        if name.endswith("rotary_emb.inv_freq"):
+            return []
+        if name.startswith("transformer.prefix_encoder."):
+            log.warning("dropping %s: a ChatGLM ptuning prefix is not part of the base model", name)
+            return []
+        if tied and name == "lm_head.weight":
+            return [(embed, tensor)]
+        if has_head and name == embed:
+            return []
+        return [(name, tensor)]
+
+    return rename
+
+
+def chatglm6b_expected_tensors(config: Any) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor a ``ChatGLM6BForCausalLM(config)`` stores (the tied head left out)."""
+    import torch
+
+    from pipeline.models.chatglm6b import ChatGLM6BForCausalLM
+
+    with torch.device("meta"):
+        model = ChatGLM6BForCausalLM(config)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        shapes.pop("lm_head.weight", None)
+    return shapes
+
+
+def build_chatglm6b_tokenizer(sp_model: str | Path, num_image_tokens: int = 20000, model_max_length: int = 2048):
+    """A fast tokenizer equivalent to ChatGLM-6B's ``ChatGLMTokenizer`` (no remote code).
+
+    ``ice_text.model`` pieces get ids ``num_image_tokens + sentencepiece id`` (ids below are ``<image_i>``);
+    before sentencepiece, ``"\\n"`` becomes ``<n>``, ``"\\t"`` ``<|tab|>`` and a run of k >= 2 spaces
+    ``<|blank_k|>`` (longest first, k <= 80), as THUDM's ``SPTokenizer._preprocess`` does, and decoding
+    undoes it. ``add_special_tokens=True`` appends ``[gMASK] <sop>``; eos ``<eop>``, pad ``<pad>``, left padding.
+    """
+    import sentencepiece as spm
+    from tokenizers import AddedToken, decoders, normalizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    sp_model = Path(sp_model)
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+        proto = read_sentencepiece_proto(sp_model)
+    except Exception as exc:  # noqa: BLE001 - sentencepiece raises OSError/RuntimeError for a bad file
+        raise DataError(sp_model, None, None, f"not a sentencepiece model ({exc})") from None
+    images = [SimpleNamespace(piece=f"<image_{i}>", score=0.0, type=5) for i in range(num_image_tokens)]
+    shifted = SimpleNamespace(pieces=images + proto.pieces, trainer_spec=proto.trainer_spec,
+                              normalizer_spec=proto.normalizer_spec)
+    vocab = {p.piece: i for i, p in enumerate(shifted.pieces)}
+    backend = SpmConverter.build_tokenizer_from_spm_proto(shifted, vocab)
+    if backend is None:
+        raise DataError(sp_model, None, None, "unsupported sentencepiece model type")
+    blanks = [(" " * k, f"<|blank_{k}|>") for k in range(GLM6B_MAX_BLANK, 1, -1)]
+    ws = [("\n", "<n>"), ("\t", "<|tab|>"), *blanks]
+    backend.normalizer = normalizers.Sequence([*(normalizers.Replace(a, b) for a, b in ws), backend.normalizer])
+    backend.decoder = decoders.Sequence([*(decoders.Replace(b, a) for a, b in ws), backend.decoder])
+    missing = [t for t in (*GLM6B_SPECIAL_TOKENS, "<pad>", "<unk>") if t not in vocab]
+    if missing:
+        raise DataError(sp_model, None, None, f"not a ChatGLM-6B ice_text.model: no piece {missing[0]!r}")
+    # THUDM's (slow) tokenizer registers bos/eos/mask as special tokens, matched in text with the spaces around
+    # them stripped; [gMASK] / [sMASK] are plain user-defined pieces of ice_text.model (sentencepiece's rules)
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=True, rstrip=True)
+                                for t in GLM6B_CONTROL_TOKENS])
+    backend.post_processor = TemplateProcessing(
+        single="$A [gMASK] <sop>", pair="$A [gMASK] <sop> $B <eop>",
+        special_tokens=[(t, vocab[t]) for t in ("[gMASK]", "<sop>", "<eop>")])
+    if len(vocab) != num_image_tokens + sp.vocab_size():
+        raise DataError(sp_model, None, None, "duplicate pieces in the sentencepiece model")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", eos_token="<eop>", bos_token="<sop>", pad_token="<pad>",
+        mask_token="[MASK]", padding_side="left", model_max_length=model_max_length,
+        extra_special_tokens=list(GLM6B_CONTROL_TOKENS), chat_template=CHAT_TEMPLATES["chatglm"],
+    )
+
+
+def prepare_chatglm6b(src: Path, raw: dict[str, Any], config_path: Path) -> tuple[Any, Any, Any, Any]:
+    """``(config, tokenizer, rename, expected)`` for converting the ChatGLM-6B folder ``src``."""
+    config = chatglm6b_config(raw, config_path)
+    sp_path = src / "ice_text.model"
+    if not sp_path.is_file():
+        raise DataError(sp_path, None, None, "file does not exist (ChatGLM-6B's sentencepiece tokenizer is needed)")
+    tok_cfg_path = src / "tokenizer_config.json"
+    tok_cfg = read_json_object(tok_cfg_path) if tok_cfg_path.is_file() else {}
+    images = int(tok_cfg.get("num_image_tokens", 20000) or 0)
+    tokenizer = build_chatglm6b_tokenizer(sp_path, images, model_max_length=config.max_sequence_length)
+    if len(tokenizer) > config.vocab_size:
+        raise DataError(config_path, None, "vocab_size", f"{config.vocab_size} rows but the tokenizer has {len(tokenizer)}")
+    for field, token in (("bos_token_id", "<sop>"), ("eos_token_id", "<eop>"), ("gmask_token_id", "[gMASK]"),
+                         ("mask_token_id", "[MASK]")):
+        if getattr(config, field) != tokenizer.convert_tokens_to_ids(token):
+            raise DataError(config_path, None, field, f"{getattr(config, field)} is not the tokenizer's {token} "
+                            f"({tokenizer.convert_tokens_to_ids(token)}; num_image_tokens {images})")
+    return config, tokenizer, chatglm6b_renamer(src, config.tie_word_embeddings), chatglm6b_expected_tensors(config)
 
 
 # ------------------------------------------------------------------------------------ tokenizer
@@ -562,33 +738,58 @@ def build_chatglm_tokenizer(sp_model: str | Path, variant: Variant = "chatglm2",
 
 
 def format_glm_prompt(prompt: str, variant: Variant = "chatglm2") -> str:
-    """ChatGLM's single-turn chat string, prefix tokens included (tokenize with add_special_tokens=False)."""
+    """ChatGLM's single-turn chat string, prefix tokens included (for display; ids: :func:`encode_glm_prompt`)."""
     return CHAT_FORMATS[variant].format(prompt=prompt)
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of plain ``text``: special-token spellings typed in it (``<|user|>``, ``[gMASK]``, ``</s>``)
+    stay text, as in THUDM's tokenizers, so user input can never forge a turn or a mask."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def encode_glm_prompt(tokenizer: Any, prompt: str, variant: Variant = "chatglm2") -> list[int]:
+    """The ids THUDM's chat code feeds the model for one user turn, built from pieces (never by parsing text).
+
+    * ChatGLM2 (``build_prompt`` then the tokenizer): ``[gMASK] <sop>`` + ``"[Round 1]\\n\\n问：{prompt}\\n\\n答："``;
+    * ChatGLM3 (``build_chat_input``): ``[gMASK] <sop> <|user|>`` + ``encode("\\n")`` + ``encode(prompt)`` +
+      ``<|assistant|>`` -- header and message are encoded apart, so the message starts with its own "▁";
+    * ChatGLM-6B: ``encode(prompt)`` + ``[gMASK] <sop>`` (its ``build_inputs_with_special_tokens``).
+    """
+    ids = tokenizer.convert_tokens_to_ids
+    if variant == "chatglm":
+        return encode_text(tokenizer, prompt) + [ids("[gMASK]"), ids("<sop>")]
+    head = [ids("[gMASK]"), ids("<sop>")]
+    if variant == "chatglm3":
+        return [*head, ids("<|user|>"), *encode_text(tokenizer, "\n"), *encode_text(tokenizer, prompt),
+                ids("<|assistant|>")]
+    return head + encode_text(tokenizer, CHAT_FORMATS[variant].removeprefix(GLM_PREFIX).format(prompt=prompt))
+
+
 def load_tokenizer(model_dir: str | Path):
-    """The converted folder's tokenizer with a ``build_glm_prompt(prompt)`` hook for :mod:`pipeline.models.lm`."""
+    """The converted folder's tokenizer with ``build_glm_prompt(prompt)`` / ``encode_glm_prompt(tokenizer, prompt)``
+    hooks for :mod:`pipeline.models.lm`."""
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     marker = read_json_object(model_dir / MARKER_FILE) if is_converted_dir(model_dir) else {}
     variant = marker.get("variant", "chatglm2")
-    # a partial of a module-level function keeps the tokenizer picklable (datasets.map workers)
+    # partials of module-level functions keep the tokenizer picklable (datasets.map workers)
     tokenizer.build_glm_prompt = functools.partial(format_glm_prompt, variant=variant)
+    tokenizer.encode_glm_prompt = functools.partial(encode_glm_prompt, variant=variant)
     return tokenizer
 
 
 # ------------------------------------------------------------------------------------ conversion
 def convert_chatglm_to_glm(src_dir: str | Path, dst_dir: str | Path, variant: Variant | None = None) -> Path:
-    """Convert a ChatGLM2/3 folder into a native GLM folder at ``dst_dir`` (must not exist yet).
+    """Convert a ChatGLM2/3 folder into a native GLM folder at ``dst_dir`` (must not exist yet); a ChatGLM-6B
+    folder into a native ``chatglm6b`` folder (:mod:`pipeline.models.chatglm6b`).
 
     Writes ``config.json``, ``generation_config.json``, safetensors shards (+ index), the
     tokenizer and :data:`MARKER_FILE` into a temp folder next to ``dst_dir``, then renames it,
     so a crash never leaves a half-converted folder. Returns ``dst_dir``.
     """
-    from transformers import GenerationConfig
-
     src, dst = Path(src_dir), Path(dst_dir)
     if dst.exists():
         raise FileExistsError(f"{dst} already exists")
@@ -597,6 +798,11 @@ def convert_chatglm_to_glm(src_dir: str | Path, dst_dir: str | Path, variant: Va
     if not is_chatglm_dir(src):
         raise DataError(config_path, None, "model_type", f"not a ChatGLM checkpoint ({raw.get('model_type')!r})")
     variant = variant or detect_variant(src, raw)
+    rename = expected = None
+    if variant == "chatglm":  # ChatGLM-6B: its own native architecture, THUDM's tensor names
+        scaling = "none"
+        config, tokenizer, rename, expected = prepare_chatglm6b(src, raw, config_path)
+        return _write_converted(src, dst, raw, variant, scaling, config, tokenizer, rename, expected)
     scaling = detect_rope_scaling(src, variant)
     config = glm_config_from_chatglm(raw, variant, scaling, config_path)
     sp_path = src / "tokenizer.model"
@@ -610,12 +816,19 @@ def convert_chatglm_to_glm(src_dir: str | Path, dst_dir: str | Path, variant: Va
     if len(tokenizer) > config.vocab_size:
         raise DataError(config_path, None, "padded_vocab_size",
                         f"{config.vocab_size} rows but the tokenizer has {len(tokenizer)} tokens")
+    return _write_converted(src, dst, raw, variant, scaling, config, tokenizer, rename, expected)
+
+
+def _write_converted(src: Path, dst: Path, raw: dict[str, Any], variant: Variant, scaling: RopeScaling, config: Any,
+                     tokenizer: Any, rename: Any, expected: Any) -> Path:
+    """Write the converted folder into a temp folder next to ``dst``, then rename it into place."""
+    from transformers import GenerationConfig
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         log.info("converting ChatGLM checkpoint %s (%s, rope %s) to GLM at %s", src, variant, scaling, dst)
-        stats = convert_weights(src, tmp, raw, config)
+        stats = convert_weights(src, tmp, raw, config, rename, expected)
         if len(stats["dtypes"]) == 1:  # record the stored dtype, as from_pretrained(dtype="auto") reads it
             config.dtype = stats["dtypes"][0]
         config.save_pretrained(tmp)
@@ -672,15 +885,43 @@ def ensure_converted(src: str | Path, cache_dir: str | Path) -> Path:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.models.chatglm SRC [DST]``: convert SRC to DST (default: the model cache); print the folder."""
-    import argparse
+def export_prefix(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write a project P-Tuning v2 checkpoint (encoder or static export) in THUDM's ptuning layout."""
+    from pipeline.methods.base import ArchFacts
+    from pipeline.methods.ptuning_v2 import load_prefix, read_prefix_config
+    from pipeline.methods.ptuning_v2.thudm import export_thudm_prefix
 
+    data = read_prefix_config(checkpoint)
+    if data.get("method", "ptuning_v2") != "ptuning_v2":
+        raise DataError(Path(checkpoint), None, "method", f"{data['method']} checkpoints have no THUDM layout")
+    facts = ArchFacts(**data["arch"])
+    return export_thudm_prefix(load_prefix(checkpoint, facts), out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.models.chatglm SRC [DST]``: convert SRC to DST (default: the model cache); print the folder.
+
+    ``python -m pipeline.models.chatglm export-prefix CHECKPOINT OUT``: write a P-Tuning v2 checkpoint in
+    THUDM's ``ptuning/main.py`` layout (``OUT/pytorch_model.bin``) for their cli/web demo.
+    """
+    import argparse
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["export-prefix"]:
+        parser = argparse.ArgumentParser(prog="python -m pipeline.models.chatglm export-prefix",
+                                         description="write a P-Tuning v2 checkpoint in THUDM's ptuning layout")
+        parser.add_argument("checkpoint", help="a train checkpoint folder (prefix_config.json)")
+        parser.add_argument("out", help="output folder (pytorch_model.bin + config.json)")
+        args = parser.parse_args(argv[1:])
+        for path in export_prefix(args.checkpoint, args.out):
+            print(path)
+        return 0
     parser = argparse.ArgumentParser(prog="python -m pipeline.models.chatglm", description=main.__doc__)
-    parser.add_argument("src", help="ChatGLM2/3 folder (config.json, tokenizer.model, weights)")
+    parser.add_argument("src", help="ChatGLM-6B / ChatGLM2 / ChatGLM3 folder (config.json, tokenizer, weights)")
     parser.add_argument("dst", nargs="?", help="output folder (default: $GLM_PIPELINE_CACHE/chatglm/<name>-<hash>)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.dst:
         out = convert_chatglm_to_glm(args.src, args.dst)
     else:
@@ -695,13 +936,18 @@ __all__ = [
     "CHAT_FORMATS",
     "CHAT_TEMPLATES",
     "MARKER_FILE",
+    "build_chatglm6b_tokenizer",
     "build_chatglm_tokenizer",
+    "chatglm6b_config",
     "chatglm2_6b_glm_config",
     "convert_chatglm_to_glm",
     "convert_weights",
     "detect_rope_scaling",
     "detect_variant",
+    "encode_glm_prompt",
+    "encode_text",
     "ensure_converted",
+    "export_prefix",
     "format_glm_prompt",
     "glm_config_from_chatglm",
     "is_chatglm_dir",
@@ -716,5 +962,16 @@ __all__ = [
 ]
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` with a bad input (a :class:`DataError`) reported as one ``error:`` line and exit 2."""
+    import sys
+
+    try:
+        return main(argv)
+    except (DataError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from pipeline.core.answer import answer_line_done
 from pipeline.methods.base import eval_mode
-from pipeline.models.lm import PrefixLM, encode_chat_prompt, positions_from_mask
+from pipeline.models.lm import PrefixLM, encode_chat_prompt
 from pipeline.models.tokenizer import pad_token_id
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def generate_ids(
     ids, mask = pad_left(prompt_ids, pad_id, device)
     b = ids.shape[0]
     cache = lm.new_cache(b, read_only=False)  # the prefix, computed once for the whole batch
-    positions = positions_from_mask(mask, lm.position_offset)
+    positions = lm.position_ids(ids, mask)
     full_mask = lm.extend_mask(mask)
     eos_set = {int(e) for e in eos_ids}
     finished = [False] * b
@@ -204,7 +204,7 @@ def score_ids(
     b, k = len(prompt_ids), len(cand_ids)
     ids, mask = pad_left(prompt_ids, pad_id, device)
     cache = lm.new_cache(b, read_only=False)
-    positions = positions_from_mask(mask, lm.position_offset)
+    positions = lm.position_ids(ids, mask)
     full_mask = lm.extend_mask(mask)
     out = lm.call_base(ids, full_mask, positions, cache, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (b, V): the first candidate token

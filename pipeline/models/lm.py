@@ -306,6 +306,16 @@ class PrefixLM(nn.Module):
             return None if read_only else DynamicCache()
         return PrefixCache(pairs, read_only=read_only)
 
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Position ids ``(B, T)`` of a batch's real tokens (:func:`positions_from_mask` after the offset).
+
+        A base model with a ``chatglm_position_ids(input_ids, positions)`` hook (ChatGLM-6B's 2-D positions)
+        rewrites them in its own encoding; the result still advances by ``+1`` per decoded token.
+        """
+        positions = positions_from_mask(attention_mask, self.position_offset)
+        hook = getattr(self.model, "chatglm_position_ids", None)
+        return hook(input_ids, positions) if callable(hook) else positions
+
     def extend_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` -> ``(B, P+T)`` with ``P`` ones in front (the prefix is visible to every row)."""
         if self.pre_seq_len == 0:
@@ -329,7 +339,7 @@ class PrefixLM(nn.Module):
     def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final hidden state ``(B, hidden)`` of each row's last real token (any padding side), with the method."""
         cache = self.new_cache(input_ids.shape[0], read_only=True)
-        positions = positions_from_mask(attention_mask, self.position_offset)
+        positions = self.position_ids(input_ids, attention_mask)
         kwargs: dict[str, Any] = {"use_cache": False}
         if cache is not None:
             kwargs[self._decoder_cache_kwarg] = cache
@@ -382,7 +392,7 @@ class PrefixLM(nn.Module):
             return ClassOutput(loss=self.cls_head.loss(logits, class_labels), class_logits=logits)
         position_ids = kwargs.pop("position_ids", None)
         if position_ids is None:
-            position_ids = positions_from_mask(attention_mask, self.position_offset)
+            position_ids = self.position_ids(input_ids, attention_mask)
         cache = self.new_cache(input_ids.shape[0], read_only=True)
         kwargs.setdefault("use_cache", False)
         mask = self.extend_mask(attention_mask)
@@ -541,6 +551,13 @@ def prompt_add_special_tokens(tokenizer: Any) -> bool:
 
 
 def encode_chat_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of the chat-formatted ``prompt`` (what train, predict and eval feed the model)."""
+    """Token ids of the chat-formatted ``prompt`` (what train, predict and eval feed the model).
+
+    A ChatGLM tokenizer builds them from pieces (``encode_glm_prompt`` hook: THUDM's exact ids, typed
+    special-token text kept as text); others tokenize :func:`build_chat_prompt`'s string.
+    """
+    hook = getattr(tokenizer, "encode_glm_prompt", None)
+    if callable(hook):
+        return list(hook(tokenizer, prompt))
     text = build_chat_prompt(tokenizer, prompt)
     return tokenizer(text, add_special_tokens=prompt_add_special_tokens(tokenizer))["input_ids"]

@@ -43,7 +43,7 @@ from pipeline.models.generation import (
     pad_right,
     score_ids,
 )
-from pipeline.models.lm import encode_chat_prompt, positions_from_mask
+from pipeline.models.lm import encode_chat_prompt
 from pipeline.models.tokenizer import pad_token_id
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def _score_levels_batch(lm: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
     b = len(prompt_ids)
     ids, mask = pad_left(prompt_ids, pad_id, device)
     grown = lm.new_cache(b, read_only=False)
-    positions = positions_from_mask(mask, lm.position_offset)
+    positions = lm.position_ids(ids, mask)
     prompt_mask = lm.extend_mask(mask)  # (b, C): C = prefix + prompt columns
     lm.call_base(ids, prompt_mask, positions, grown, use_cache=True, logits_to_keep=1)
     context = PrefixCache([(layer.keys, layer.values) for layer in grown.layers], read_only=True)
