@@ -200,9 +200,9 @@ def prompts_path(cfg: EvalConfig, variant: str) -> Path:
 
 def prefix_dir(cfg: EvalConfig, entry: ModelEntry) -> Path | None:
     """The checkpoint folder ``<train_dir>/<checkpoint>`` of a model, or None for a base model."""
-    if entry.checkpoint is None or cfg.train_dir is None:
-        return None
-    return Path(cfg.train_dir) / entry.checkpoint
+    from pipeline.models.checkpoint import checkpoint_path  # lazy: the reader imports torch
+
+    return checkpoint_path(cfg.train_dir, entry.checkpoint)
 
 
 def metrics_path(cfg: EvalConfig) -> Path | None:
@@ -464,26 +464,25 @@ def cached_answer(answer: dict[str, Any]) -> dict[str, Any]:
     return keep
 
 
-def preflight_checkpoints(cfg: EvalConfig) -> None:
-    """Before any model answers: every checkpoint is readable and was made for its base model (DataError)."""
+def preflight_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
+    """Before any model answers: every checkpoint is intact (:func:`pipeline.models.checkpoint.read_checkpoint`),
+    of a registered method and made for its base model (DataError); returns ``{model tag: Checkpoint}``."""
     from transformers import AutoConfig
 
     from pipeline.methods.base import arch_facts
-    from pipeline.methods.ptuning_v2 import PREFIX_CONFIG, check_facts, read_prefix_config
+    from pipeline.models.checkpoint import read_checkpoint
     from pipeline.models.store import resolve_model_dir
 
+    found = {}
     for entry in cfg.models:
-        prefix = prefix_dir(cfg, entry)
-        if prefix is None:
+        folder = prefix_dir(cfg, entry)
+        if folder is None:
             continue
-        saved = read_prefix_config(prefix)
+        ckpt = read_checkpoint(folder)
         facts = arch_facts(AutoConfig.from_pretrained(str(resolve_model_dir(entry.spec))))
-        check_facts(saved["arch"], facts, prefix / PREFIX_CONFIG)
-        trained_on = saved["arch"].get("model_type")
-        if trained_on and facts.model_type and trained_on != facts.model_type:
-            raise DataError(prefix / PREFIX_CONFIG, None, "arch.model_type",
-                            f"checkpoint was trained on a {trained_on!r} model, model {entry.tag!r} "
-                            f"({entry.spec}) is {facts.model_type!r}")
+        ckpt.check_base_model(facts, spec=f"model {entry.tag!r}, {entry.spec}")
+        found[entry.tag] = ckpt
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -525,8 +524,11 @@ def answer_pet(lm: Any, tokenizer: Any, system: System, variant: str, exs: list[
 
 
 def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Example]],
-                    cache: PartialCache) -> dict[str, Any]:
-    """Answer every not-yet-cached example with one system (its model loaded only if something is pending)."""
+                    cache: PartialCache, checkpoint: Any = None) -> dict[str, Any]:
+    """Answer every not-yet-cached example with one system (its model loaded only if something is pending).
+
+    ``checkpoint``: the system's :class:`~pipeline.models.checkpoint.Checkpoint` as the preflight read it (None:
+    the base model, or read here from the system's folder)."""
     from pipeline.models.scoring import answer_rows
 
     entry = system.entry
@@ -546,7 +548,8 @@ def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Ex
         return timings
     from pipeline.models.lm import load_model
 
-    lm, tokenizer = load_model(entry.spec, prefix_dir=prefix, dtype=cfg.dtype, device=cfg.device)
+    lm, tokenizer = load_model(entry.spec, checkpoint=checkpoint if checkpoint is not None else prefix,
+                               dtype=cfg.dtype, device=cfg.device)
     bar = tqdm(total=total, desc=f"evaluate {entry.tag}")
     for (variant, mode), items in pending.items():
         budget = budget_of(cfg, variant)
@@ -625,14 +628,14 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
     out_dir = Path(cfg.out_dir)
     records = load_records(records_path(cfg)) if cfg.perturbations else {}
     examples = {v: build_examples(cfg, v, records) for v in cfg.variants}
-    preflight_checkpoints(cfg)
+    checkpoints = preflight_checkpoints(cfg)
     systems = build_systems(cfg, examples)
     # the cache lives in the stage's own folder (not the staging one a run writes into) and outlives a failed run
     cache = PartialCache(committed_dir(out_dir) / PARTIAL)
     t0 = time.perf_counter()
     timings: dict[str, Any] = {}
     for system in systems:
-        timings.update(answer_examples(cfg, system, examples, cache))
+        timings.update(answer_examples(cfg, system, examples, cache, checkpoints.get(system.entry.tag)))
     answer_secs = time.perf_counter() - t0
     rows = collect_rows(cfg, systems, examples, cache)
     report = build_report(rows, input_manifest(cfg, systems, examples), baseline_tag=cfg.baseline_tag,

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from pipeline.core.config import load_config
 from pipeline.core.stage import is_up_to_date, run_stage
+from pipeline.methods import MethodConfig
 from pipeline.methods.ptuning_v2 import PrefixConfig
 from pipeline.models.data import collate, encode_rows
 from pipeline.models.engines import DeepSpeedEngine, Engine, OptimConfig, TorchEngine, fill_deepspeed_config
@@ -72,7 +73,7 @@ def test_loss_decreases_on_repeated_example(tmp_path):
 
 
 def test_base_frozen_and_only_prefix_trained(tmp_path):
-    lm, tok = load_model("tiny:llama", prefix_config=PrefixConfig(pre_seq_len=4))
+    lm, tok = load_model("tiny:llama", method=MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=4)))
     base_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     prefix_before = lm.prefix.embedding.weight.detach().clone()
     rows = [{"prompt": f"prompt {i}", "response": "Answer: motion=flyby"} for i in range(4)]
@@ -129,7 +130,7 @@ def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
     assert set(manifest["inputs"]) == {str(prompts / "plain/train.jsonl"), str(prompts / "plain/dev.jsonl")}
     assert is_up_to_date(STAGE, cfg)  # a re-run would be skipped
     # the trained prefix loads back for inference
-    lm, _ = load_model("tiny:llama", prefix_dir=out / "best")
+    lm, _ = load_model("tiny:llama", checkpoint=out / "best")
     assert lm.pre_seq_len == 4
 
 
@@ -144,12 +145,13 @@ def test_system_prompt_is_recorded_and_reused_at_load(tmp_path):
     run_stage(STAGE, cfg)
     best = Path(cfg.out_dir) / "best"
     assert json.loads((best / "prefix_config.json").read_text())["system_prompt"] == ""
-    _, tok = load_model("tiny:llama", prefix_dir=best)
+    _, tok = load_model("tiny:llama", checkpoint=best)
     assert system_prompt_of(tok) == "" and SYSTEM_PROMPT not in build_chat_prompt(tok, "Q?")
     data = json.loads((best / "prefix_config.json").read_text())
     del data["system_prompt"]  # a checkpoint from before the record
     (best / "prefix_config.json").write_text(json.dumps(data))
-    assert system_prompt_of(load_model("tiny:llama", prefix_dir=best)[1]) == SYSTEM_PROMPT
+    (best / "checkpoint.json").unlink()  # the edit no longer matches its sha256: the folder is an unindexed old one
+    assert system_prompt_of(load_model("tiny:llama", checkpoint=best)[1]) == SYSTEM_PROMPT
 
 
 def test_dev_accuracy_by_label_scoring_matches_the_scorer(tmp_path):
@@ -165,7 +167,7 @@ def test_dev_accuracy_by_label_scoring_matches_the_scorer(tmp_path):
              if json.loads(line)["kind"] == "eval"]
     assert [(r["dev_mode"], r["dev_rows"]) for r in evals] == [("score", 5), ("score", 5)]
     best = json.loads((Path(cfg.out_dir) / "best/prefix_config.json").read_text())
-    lm, tok = load_model("tiny:llama", prefix_dir=Path(cfg.out_dir) / "best")
+    lm, tok = load_model("tiny:llama", checkpoint=Path(cfg.out_dir) / "best")
     rows = [json.loads(line) for line in (prompts / "plain/dev.jsonl").read_text().splitlines()]
     scored = score_rows(lm, tok, [r["prompt"] for r in rows], [r.get("lang", "en") for r in rows])
     motion = sum(s["parsed"]["motion"] == r["label"]["motion"] for s, r in zip(scored, rows)) / len(rows)

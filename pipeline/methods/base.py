@@ -27,6 +27,9 @@ ADAPTER_WEIGHTS = "adapter.safetensors"
 #: version of the adapter JSON layout
 ADAPTER_FORMAT_VERSION = 1
 
+#: every layer's ``(key, value)`` prefix, each ``(B, kv_heads, P, head_dim)``
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchFacts:
@@ -122,6 +125,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """``load_state_dict`` that turns a mismatch (other shapes or names) into a DataError naming ``path``."""
+    expected = module.state_dict()
+    for name, tensor in tensors.items():  # name the first tensor of another shape (a hand-copied or foreign file)
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise DataError(path, None, name, f"tensor {name} has shape {list(tensor.shape)}, the model needs "
+                            f"{list(expected[name].shape)}: the weights do not fit the model")
     try:
         missing, unexpected = module.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # size mismatch
@@ -163,6 +171,6 @@ def check_arch(saved: dict[str, Any], facts: ArchFacts, path: Path, what: str = 
                             f"{what} was saved for {key}={saved[key]}, the model has {getattr(facts, key)}")
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_FORMAT_VERSION", "ADAPTER_WEIGHTS", "ArchFacts", "arch_facts", "check_arch",
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_FORMAT_VERSION", "ADAPTER_WEIGHTS", "ArchFacts", "KeyValues", "arch_facts", "check_arch",
            "eval_mode", "load_into", "load_tensors", "read_json_config", "save_tensors", "settings_from_dict",
            "write_adapter_config"]

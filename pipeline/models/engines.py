@@ -1,4 +1,4 @@
-"""Training engines for a :class:`~pipeline.models.lm.PrefixLM`: DeepSpeed (default) and plain torch.
+"""Training engines for a :class:`~pipeline.models.lm.AdaptedLM`: DeepSpeed (default) and plain torch.
 
 Both implement the one :class:`Engine` interface (``module``, ``train_step``, ``save_state``,
 ``load_state``, ``gathered_prefix``) and take the optimisation settings as one typed
@@ -196,7 +196,7 @@ class Engine(abc.ABC):
     @property
     @abc.abstractmethod
     def module(self) -> torch.nn.Module:
-        """The (possibly wrapped-then-unwrapped) PrefixLM being trained."""
+        """The (possibly wrapped-then-unwrapped) AdaptedLM being trained."""
 
     @abc.abstractmethod
     def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
@@ -271,7 +271,7 @@ class TorchEngine(Engine):
 
 
 class DeepSpeedEngine(Engine):
-    """``deepspeed.initialize`` over the PrefixLM with only the prefix parameters trainable.
+    """``deepspeed.initialize`` over the AdaptedLM with only the prefix parameters trainable.
 
     Optimizer/scheduler state lives in a DeepSpeed checkpoint (``<ckpt>/deepspeed/``, frozen base
     weights excluded) so partitioned ZeRO states resume on any rank layout DeepSpeed supports.

@@ -1,4 +1,4 @@
-"""Greedy generation and candidate scoring with a :class:`~pipeline.models.lm.PrefixLM`.
+"""Greedy generation and candidate scoring with a :class:`~pipeline.models.lm.AdaptedLM`.
 
 * :func:`generate` -- batched greedy decoding over the KV cache: prompts left-padded, the prefix
   computed once per batch and shared by its rows, each row stops at its own EOS.
@@ -19,14 +19,14 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.methods.base import eval_mode
-from pipeline.models.lm import PrefixLM, encode_chat_prompt, positions_from_mask
+from pipeline.models.lm import AdaptedLM, encode_chat_prompt, positions_from_mask
 from pipeline.models.tokenizer import pad_token_id
 
 log = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def eos_token_ids(lm: PrefixLM, tokenizer: Any) -> list[int]:
+def eos_token_ids(lm: AdaptedLM, tokenizer: Any) -> list[int]:
     """Every id that ends a reply: the tokenizer's EOS plus the model's generation-config EOS ids."""
     ids: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)):
@@ -70,7 +70,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 # ------------------------------------------------------------------------------------------- generate
 @torch.no_grad()
 def generate_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int
+    lm: AdaptedLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int
 ) -> list[list[int]]:
     """Greedy-decode one batch of token-id prompts; returns the new ids per row, EOS excluded.
 
@@ -110,7 +110,7 @@ def generate_ids(
 
 
 def generate(
-    lm: PrefixLM,
+    lm: AdaptedLM,
     tokenizer: Any,
     prompts: list[str],
     max_new_tokens: int = 128,
@@ -122,7 +122,7 @@ def generate(
 
 
 def generate_timed(
-    lm: PrefixLM,
+    lm: AdaptedLM,
     tokenizer: Any,
     prompts: list[str],
     max_new_tokens: int = 128,
@@ -148,7 +148,7 @@ def generate_timed(
 
 # ------------------------------------------------------------------------------------------ cls heads
 @torch.no_grad()
-def head_probabilities(lm: PrefixLM, tokenizer: Any, prompts: Sequence[str],
+def head_probabilities(lm: AdaptedLM, tokenizer: Any, prompts: Sequence[str],
                        batch_size: int = 8) -> list[dict[str, dict[str, float]]]:
     """Per prompt ``{level: {label: p}}`` from the cls heads over the chat-formatted prompt's last token."""
     from pipeline.methods.cls_head import probabilities
@@ -167,7 +167,7 @@ def head_probabilities(lm: PrefixLM, tokenizer: Any, prompts: Sequence[str],
 # -------------------------------------------------------------------------------------------- scoring
 @torch.no_grad()
 def score_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], cand_ids: Sequence[Sequence[int]], pad_id: int
+    lm: AdaptedLM, prompt_ids: Sequence[Sequence[int]], cand_ids: Sequence[Sequence[int]], pad_id: int
 ) -> torch.Tensor:
     """Summed log-probs ``(b, k)`` of each candidate-id list after each prompt-id list.
 
@@ -200,7 +200,7 @@ def score_ids(
 
 
 def score_candidates(
-    lm: PrefixLM,
+    lm: AdaptedLM,
     tokenizer: Any,
     prompts: list[str],
     candidates: list[str],

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pipeline.core.config import ConfigError
 from pipeline.core.io import fault_point, load_jsonl, write_json, write_jsonl
 from pipeline.core.stage import StageResult
-from pipeline.methods import TEXT_INIT_METHODS, init_adapters_from_text
+from pipeline.methods import init_adapters_from_text, text_init_methods
 from pipeline.models.data import BatchSampler, Example, collate, encode_rows
 from pipeline.models.engines import build_engine
 from pipeline.models.lm import load_model
@@ -71,7 +71,7 @@ def init_prefix(lm: Any, tokenizer: Any, cfg: TrainConfig) -> None:
     """Apply a text init (``method.<ptuning_v2|prompt_tuning>.init: text``) to the fresh adapters; a resume
     overwrites it later."""
     settings = cfg.method.settings
-    if cfg.method.name not in TEXT_INIT_METHODS or getattr(settings, "init", "random") != "text":
+    if cfg.method.name not in text_init_methods() or getattr(settings, "init", "random") != "text":
         return
     ids = tokenizer(settings.init_text, add_special_tokens=False)["input_ids"]
     if not ids:

@@ -67,12 +67,22 @@ class PrefixTuningEncoder(nn.Module):
     def __init__(self, settings: PrefixTuningConfig, facts: ArchFacts):
         super().__init__()
         self.settings, self.facts = settings, facts
-        self.config = settings.prefix_view()  # what PrefixLM and the static export read (P, dropout, positions)
+        self.config = settings.prefix_view()  # what AdaptedLM and the static export read (P, dropout, positions)
         width = settings.embedding_dim or facts.kv_dim
         self.embedding = nn.Embedding(settings.pre_seq_len, width)
         self.trans = nn.Sequential(nn.Linear(width, settings.prefix_hidden_size), nn.Tanh(),
                                    nn.Linear(settings.prefix_hidden_size, facts.row_dim))
         self.dropout = nn.Dropout(settings.prefix_dropout)
+
+    @property
+    def pre_seq_len(self) -> int:
+        """Number of virtual tokens ``P``."""
+        return self.config.pre_seq_len
+
+    @property
+    def positions_after_prefix(self) -> bool:
+        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
+        return self.config.positions_after_prefix
 
     def forward(self) -> torch.Tensor:
         """Flat prefix ``(P, L*2*kv_heads*head_dim)`` (no dropout here)."""

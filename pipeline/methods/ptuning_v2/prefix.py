@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode, read_json_config
+from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, KeyValues, eval_mode, read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ PREFIX_STATIC = "prefix_static.safetensors"
 PREFIX_CONFIG = "prefix_config.json"
 STATIC_KEY = "past_key_values"
 FORMAT_VERSION = 1
-
-KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +151,16 @@ class PrefixEncoder(nn.Module):
             nn.init.normal_(self.embedding.weight, std=config.init_std)
         self.dropout = nn.Dropout(config.prefix_dropout)
 
+    @property
+    def pre_seq_len(self) -> int:
+        """Number of virtual tokens ``P``."""
+        return self.config.pre_seq_len
+
+    @property
+    def positions_after_prefix(self) -> bool:
+        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
+        return self.config.positions_after_prefix
+
     def forward(self) -> torch.Tensor:
         """Flat prefix ``(pre_seq_len, L*2*kv_heads*head_dim)`` (no dropout applied here)."""
         # the embedding "lookup" of tokens 0..P-1 is the whole table: use the weight directly
@@ -195,6 +203,16 @@ class StaticPrefix(nn.Module):
         self.config, self.facts = config, facts
         # (L, 2, H, P, D); a buffer so .to(device/dtype) moves it, never a parameter
         self.register_buffer(STATIC_KEY, past_key_values, persistent=True)
+
+    @property
+    def pre_seq_len(self) -> int:
+        """Number of virtual tokens ``P``."""
+        return self.config.pre_seq_len
+
+    @property
+    def positions_after_prefix(self) -> bool:
+        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
+        return self.config.positions_after_prefix
 
     def key_values(self, batch_size: int, dtype: torch.dtype | None = None) -> KeyValues:
         """Per-layer ``(key, value)``, each ``(batch_size, kv_heads, pre_seq_len, head_dim)`` expand views."""
