@@ -24,7 +24,7 @@ from pipeline.methods.registry import Method, MethodKind, register_method, unreg
 from pipeline.models.lm import load_model
 from pipeline.models.scoring import score_rows
 from pipeline.train import run_train
-from tests.test_train import tiny_cfg, train_losses, write_prompts
+from train_helpers import tiny_cfg, train_losses, write_prompts
 
 
 # ---------------------------------------------------------------------------------------- the toy method

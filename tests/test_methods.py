@@ -33,7 +33,7 @@ from pipeline.models.lm import AdaptedLM, load_base_model, load_model
 from pipeline.models.scoring import answer_rows, score_rows, score_rows_per_level
 from pipeline.models.store import resolve_model_dir
 from pipeline.train import run_train
-from tests.test_train import run_cli, tiny_cfg, train_losses, write_prompts
+from train_helpers import run_cli, tiny_cfg, train_losses, write_prompts
 
 #: per method: overrides giving a tiny, fast setting (dropouts on where the method has one: resume must replay them)
 SETTINGS = {

@@ -137,7 +137,8 @@ class ResumePlan:
 
 
 def newest_intact(found: list[tuple[int, Path]]) -> Path | None:
-    """The newest folder of ``found`` that :func:`~pipeline.models.checkpoint.index_problem` accepts (others skipped with a warning)."""
+    """The newest folder of ``found`` that :func:`~pipeline.models.checkpoint.index_problem` accepts (others are
+    skipped with a warning)."""
     for _, path in reversed(found):
         problem = index_problem(path)
         if problem is None:

@@ -176,7 +176,14 @@ class TrainRecipe:
                 batch = collate([self.train_ex[i] for i in idx], self.pad_id)
                 n_tokens += int(batch["attention_mask"].sum())
                 micro.append({k: v.to(self.device) for k, v in batch.items()})
-            loss, gnorm, lr = self.engine.train_step(micro)
+            # the step: forward and backward per micro-batch, then one optimizer step (the engine hides DeepSpeed)
+            lr, total = self.engine.current_lr(), 0.0
+            for mb in micro:
+                loss_t = self.engine.forward(mb).loss
+                self.engine.backward(loss_t)
+                total += float(loss_t.detach())
+            gnorm = self.engine.step()
+            loss = self.engine.mean_loss(total, len(micro))
             self.step += 1
             dt = time.perf_counter() - t0
             n_tokens *= self.engine.world_size
