@@ -170,6 +170,9 @@ class MethodConfig:
     def __setattr__(self, key: str, value: Any) -> None:
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {key!r}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle / deepcopy rebuild through __init__ (the object is frozen)
+        return (_method_config, (self.name, self.cls_head, dict(self._sections)))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MethodConfig) and self.to_mapping() == other.to_mapping()
 
@@ -193,6 +196,11 @@ class MethodConfig:
     def pre_seq_len(self) -> int:
         """Virtual tokens of the selected method (0 for a method without, e.g. LoRA)."""
         return int(getattr(self.settings, "pre_seq_len", 0)) if self.method.has_virtual_tokens else 0
+
+
+def _method_config(name: str, cls_head: bool, sections: dict[str, Any]) -> MethodConfig:
+    """Rebuild a pickled :class:`MethodConfig`."""
+    return MethodConfig(name, cls_head, **sections)
 
 
 # ------------------------------------------------------------------------------------------ the bundle

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.methods.base import ArchFacts
-from pipeline.methods.ptuning_v2 import KeyValues, PrefixConfig, expand_key_values, split_key_values
+from pipeline.methods.ptuning_v2 import KeyValues, PrefixConfig, PrefixFacts, expand_key_values, split_key_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ class PrefixTuningConfig:
                             positions_after_prefix=self.positions_after_prefix)
 
 
-class PrefixTuningEncoder(nn.Module):
+class PrefixTuningEncoder(PrefixFacts, nn.Module):
     """Embedding ``(P, embedding_dim)`` -> MLP -> flat prefix ``(P, L*2*kv_dim)``; the PrefixEncoder API."""
 
     def __init__(self, settings: PrefixTuningConfig, facts: ArchFacts):
@@ -73,16 +73,6 @@ class PrefixTuningEncoder(nn.Module):
         self.trans = nn.Sequential(nn.Linear(width, settings.prefix_hidden_size), nn.Tanh(),
                                    nn.Linear(settings.prefix_hidden_size, facts.row_dim))
         self.dropout = nn.Dropout(settings.prefix_dropout)
-
-    @property
-    def pre_seq_len(self) -> int:
-        """Number of virtual tokens ``P``."""
-        return self.config.pre_seq_len
-
-    @property
-    def positions_after_prefix(self) -> bool:
-        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
-        return self.config.positions_after_prefix
 
     def forward(self) -> torch.Tensor:
         """Flat prefix ``(P, L*2*kv_heads*head_dim)`` (no dropout here)."""

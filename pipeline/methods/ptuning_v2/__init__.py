@@ -23,6 +23,7 @@ from pipeline.methods.ptuning_v2.prefix import (
     KeyValues,
     PrefixConfig,
     PrefixEncoder,
+    PrefixFacts,
     StaticPrefix,
     build_prefix_encoder,
     check_facts,
@@ -61,8 +62,8 @@ def save(method: Method, encoder: nn.Module, settings: PrefixConfig, out_dir: Pa
 
 def load(method: Method, folder: Path, data: dict[str, Any], settings: PrefixConfig, model: nn.Module,
          facts: ArchFacts) -> PrefixEncoder | StaticPrefix:
-    """An encoder checkpoint or a static export (``kind`` of the JSON)."""
-    return load_prefix(folder, facts)
+    """An encoder checkpoint or a static export (``kind`` of the JSON, read once by the caller)."""
+    return load_prefix(folder, facts, data)
 
 
 #: P-Tuning v2 in the method registry
@@ -73,7 +74,7 @@ PTUNING_V2 = register_method(Method(
 
 __all__ = [
     "PTUNING_V2", "FORMAT_VERSION", "PREFIX_CONFIG", "PREFIX_STATIC", "PREFIX_WEIGHTS", "STATIC_KEY", "KeyValues", "PrefixConfig",
-    "PrefixEncoder", "StaticPrefix", "build_prefix_encoder", "check_facts", "count_prefix_parameters",
+    "PrefixEncoder", "PrefixFacts", "StaticPrefix", "build_prefix_encoder", "check_facts", "count_prefix_parameters",
     "expand_key_values", "export_static_prefix", "init_prefix_from_text", "load_prefix", "read_prefix_config",
     "repeat_to_length", "save_prefix", "split_key_values", "text_key_values",
 ]

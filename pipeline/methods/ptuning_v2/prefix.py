@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, KeyValues, eval_mode, read_json_config
+from pipeline.methods.base import ArchFacts, KeyValues, eval_mode, read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,24 @@ def expand_key_values(pairs: KeyValues, batch_size: int) -> KeyValues:
     return [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in pairs]
 
 
-class PrefixEncoder(nn.Module):
+class PrefixFacts:
+    """``pre_seq_len`` / ``positions_after_prefix`` of a key/value module, read from its ``config``
+    (:class:`PrefixConfig`): what :class:`~pipeline.methods.registry.KeyValueModule` asks for besides ``key_values``."""
+
+    config: PrefixConfig
+
+    @property
+    def pre_seq_len(self) -> int:
+        """Number of virtual tokens ``P``."""
+        return self.config.pre_seq_len
+
+    @property
+    def positions_after_prefix(self) -> bool:
+        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
+        return self.config.positions_after_prefix
+
+
+class PrefixEncoder(PrefixFacts, nn.Module):
     """ChatGLM P-Tuning v2 prefix encoder.
 
     ``forward()`` returns the flat prefix ``(pre_seq_len, L*2*kv_heads*head_dim)``; it does not
@@ -150,16 +167,6 @@ class PrefixEncoder(nn.Module):
         if config.init_std is not None:
             nn.init.normal_(self.embedding.weight, std=config.init_std)
         self.dropout = nn.Dropout(config.prefix_dropout)
-
-    @property
-    def pre_seq_len(self) -> int:
-        """Number of virtual tokens ``P``."""
-        return self.config.pre_seq_len
-
-    @property
-    def positions_after_prefix(self) -> bool:
-        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
-        return self.config.positions_after_prefix
 
     def forward(self) -> torch.Tensor:
         """Flat prefix ``(pre_seq_len, L*2*kv_heads*head_dim)`` (no dropout applied here)."""
@@ -192,7 +199,7 @@ class PrefixEncoder(nn.Module):
         return [(k.detach(), v.detach()) if i < cut else (k, v) for i, (k, v) in enumerate(pairs)]
 
 
-class StaticPrefix(nn.Module):
+class StaticPrefix(PrefixFacts, nn.Module):
     """Precomputed prefix key/values (an exported encoder); same ``key_values`` API, nothing to train."""
 
     def __init__(self, config: PrefixConfig, facts: ArchFacts, past_key_values: torch.Tensor):
@@ -203,16 +210,6 @@ class StaticPrefix(nn.Module):
         self.config, self.facts = config, facts
         # (L, 2, H, P, D); a buffer so .to(device/dtype) moves it, never a parameter
         self.register_buffer(STATIC_KEY, past_key_values, persistent=True)
-
-    @property
-    def pre_seq_len(self) -> int:
-        """Number of virtual tokens ``P``."""
-        return self.config.pre_seq_len
-
-    @property
-    def positions_after_prefix(self) -> bool:
-        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
-        return self.config.positions_after_prefix
 
     def key_values(self, batch_size: int, dtype: torch.dtype | None = None) -> KeyValues:
         """Per-layer ``(key, value)``, each ``(batch_size, kv_heads, pre_seq_len, head_dim)`` expand views."""
@@ -318,14 +315,11 @@ def export_static_prefix(
 
 
 def read_prefix_config(prefix_dir: str | Path) -> dict[str, Any]:
-    """The raw method JSON of a checkpoint folder (DataError when missing/bad).
+    """The raw ``prefix_config.json`` of a P-Tuning v2 checkpoint folder or static export (DataError when missing/bad).
 
-    ``prefix_config.json``; for a folder of a sibling method (``adapter_config.json``, see
-    :mod:`pipeline.methods`) that file, so shape checks work for any method.
+    Any method's folder is read by :func:`pipeline.methods.read_method_config` (the registry knows the file names).
     """
     path = Path(prefix_dir) / PREFIX_CONFIG
-    if not path.exists() and (Path(prefix_dir) / ADAPTER_CONFIG).exists():
-        path = Path(prefix_dir) / ADAPTER_CONFIG
     if not path.exists():
         raise DataError(path, None, None, "prefix checkpoint has no prefix_config.json")
     return read_json_config(path)
@@ -339,10 +333,12 @@ def check_facts(saved: dict[str, Any], facts: ArchFacts, path: Path) -> None:
                             f"prefix was saved for {key}={saved.get(key)}, the model has {getattr(facts, key)}")
 
 
-def load_prefix(prefix_dir: str | Path, facts: ArchFacts) -> PrefixEncoder | StaticPrefix:
-    """Load an encoder checkpoint or a static export from ``prefix_dir`` (kind from the JSON)."""
+def load_prefix(prefix_dir: str | Path, facts: ArchFacts,
+                data: dict[str, Any] | None = None) -> PrefixEncoder | StaticPrefix:
+    """Load an encoder checkpoint or a static export from ``prefix_dir`` (kind from the JSON; ``data``: the JSON
+    when the caller has read it already)."""
     prefix_dir = Path(prefix_dir)
-    data = read_prefix_config(prefix_dir)
+    data = read_prefix_config(prefix_dir) if data is None else data
     cfg_path = prefix_dir / PREFIX_CONFIG
     check_facts(data["arch"], facts, cfg_path)
     config = PrefixConfig.from_dict(data)
