@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ArchFacts, KeyValues, eval_mode, read_json_config
+from pipeline.methods.base import ArchFacts, KeyValues, eval_mode, load_into, load_tensors, read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -351,12 +351,8 @@ def load_prefix(prefix_dir: str | Path, facts: ArchFacts,
     if kind != "encoder":
         raise DataError(cfg_path, None, "kind", f"unknown prefix kind {kind!r}")
     weights = prefix_dir / PREFIX_WEIGHTS
-    if not weights.exists():
-        raise DataError(weights, None, None, "prefix weights file is missing")
     encoder = PrefixEncoder(config, facts)
-    missing, unexpected = encoder.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
-        raise DataError(weights, None, None, f"weights do not match the config (missing {missing}, unexpected {unexpected})")
+    load_into(encoder, load_tensors(weights), weights)  # DataError naming a missing file or a misfit tensor
     return encoder
 
 
