@@ -20,11 +20,11 @@ from pipeline.core.config import ConfigError
 from pipeline.core.io import DataError
 from pipeline.methods import MethodConfig, get_method, method_names, read_method_config
 from pipeline.methods.base import ArchFacts
-from pipeline.methods.registry import Method, MethodKind, register_method, unregister_method
+from pipeline.methods.registry import Method, MethodKind, build_from, register_method, unregister_method
 from pipeline.models.lm import load_model
 from pipeline.models.scoring import score_rows
 from pipeline.train import run_train
-from train_helpers import tiny_cfg, train_losses, write_prompts
+from train_helpers import evaluate_final, tiny_cfg, train_losses, write_prompts
 
 
 # ---------------------------------------------------------------------------------------- the toy method
@@ -59,7 +59,7 @@ class ToyPrompt(nn.Module):
 
 
 TOY = Method(name="toy_prompt", settings_class=ToyPromptConfig, kind=MethodKind.INPUT_EMBEDDINGS,
-             build=lambda settings, model, facts: ToyPrompt(settings, facts), summary="a 2-token soft prompt (test)")
+             build=build_from(ToyPrompt), summary="a 2-token soft prompt (test)")
 
 
 @pytest.fixture(autouse=True)
@@ -122,23 +122,12 @@ def test_a_toy_checkpoint_is_scored_by_label_scoring_and_evaluated(tmp_path, tra
     """Label scoring directly and through the real evaluate stage (preflight, loader, both modes)."""
     from record_fixtures import write_fixture_dirs
 
-    from eval.stage import STAGE as EVAL_STAGE
-    from eval.stage import EvalConfig
-    from pipeline.core.config import load_config
-    from pipeline.core.io import load_jsonl
-    from pipeline.core.stage import run_stage
-
     lm, tok = load_model("tiny:llama", checkpoint=trained / "final")
     rows = score_rows(lm, tok, ["Range stays at 10 m. Intent?"], ["en"], 1)
     assert abs(sum(rows[0]["probs"]["motion"].values()) - 1) < 1e-6 and rows[0]["parsed"]["motion"]
     for split in ("train", "dev", "test"):
         records, prompts = write_fixture_dirs(tmp_path / "d", n=4, variants=("plain",), split=split)
-    cfg = load_config(EvalConfig, "eval/configs/tiny.yaml", [
-        f"data_dir={records}", f"prompts_dir={prompts}", f"out_dir={tmp_path / 'eval'}", "variants=[plain]",
-        f"train_dir={trained}", "perturbations=[]", "perturbed_fraction=0.0",
-        "models=[{tag: toy, spec: 'tiny:llama', checkpoint: final}]", "baseline_tag=toy"])
-    run_stage(EVAL_STAGE, cfg)
-    out = load_jsonl(tmp_path / "eval" / "predictions.jsonl")
+    out = evaluate_final(tmp_path, records, prompts, trained, "toy")
     assert {r["mode"] for r in out} == {"score", "generate"} and {r["model_tag"] for r in out} == {"toy"}
     assert all(abs(sum(r["probs"]["task"].values()) - 1) < 1e-6 for r in out if r["mode"] == "score")
 

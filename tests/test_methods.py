@@ -33,7 +33,7 @@ from pipeline.models.lm import AdaptedLM, load_base_model, load_model
 from pipeline.models.scoring import answer_rows, score_rows, score_rows_per_level
 from pipeline.models.store import resolve_model_dir
 from pipeline.train import run_train
-from train_helpers import run_cli, tiny_cfg, train_losses, write_prompts
+from train_helpers import evaluate_final, run_cli, tiny_cfg, train_losses, write_prompts
 
 #: per method: overrides giving a tiny, fast setting (dropouts on where the method has one: resume must replay them)
 SETTINGS = {
@@ -300,24 +300,13 @@ def test_evaluate_stage_answers_with_any_method(tmp_path, name, cls_head):
     """A LoRA / prompt-tuning(+heads) checkpoint through the real evaluate stage (preflight, loader, both modes)."""
     from record_fixtures import write_fixture_dirs
 
-    from eval.stage import STAGE as EVAL_STAGE
-    from eval.stage import EvalConfig
-    from pipeline.core.config import load_config
-    from pipeline.core.io import load_jsonl
-    from pipeline.core.stage import run_stage
-
     for split in ("train", "dev", "test"):
         records, prompts = write_fixture_dirs(tmp_path / "d", n=4, variants=("plain",), split=split)
     train = tiny_cfg(tmp_path, prompts, **method_overrides(name, **{
         "method.cls_head": cls_head, "optim.max_steps": 2, "checkpoint.save_steps": 0, "eval.accuracy_rows": 0,
         "data.max_source_len": 512}))
     run_train(train)
-    cfg = load_config(EvalConfig, "eval/configs/tiny.yaml", [
-        f"data_dir={records}", f"prompts_dir={prompts}", f"out_dir={tmp_path / 'eval'}", "variants=[plain]",
-        f"train_dir={train.out_dir}", "perturbations=[]", "perturbed_fraction=0.0",
-        "models=[{tag: tuned, spec: 'tiny:llama', checkpoint: final}]", "baseline_tag=tuned"])
-    run_stage(EVAL_STAGE, cfg)
-    rows = load_jsonl(tmp_path / "eval" / "predictions.jsonl")
+    rows = evaluate_final(tmp_path, records, prompts, train.out_dir, "tuned")
     assert {r["mode"] for r in rows} == {"score", "generate"} and len(rows) == 8
     for r in rows:
         if r["mode"] == "score" or cls_head:

@@ -49,3 +49,19 @@ def run_cli(args: list[str], timeout: int = 600, extra_env: dict[str, str] | Non
         env.pop(key, None)
     return subprocess.run([sys.executable, "-m", "pipeline", "train", "--config", str(TINY_YAML), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def evaluate_final(tmp_path: Path, records: Path, prompts: Path, train_dir: Path, tag: str) -> list[dict]:
+    """The real evaluate stage (``eval/configs/tiny.yaml``, clean ``plain`` prompts, both modes) on
+    ``<train_dir>/final`` as model ``tag``; returns its prediction rows."""
+    from eval.stage import STAGE as EVAL_STAGE
+    from eval.stage import EvalConfig
+    from pipeline.core.io import load_jsonl
+    from pipeline.core.stage import run_stage
+
+    cfg = load_config(EvalConfig, ROOT / "eval/configs/tiny.yaml", [
+        f"data_dir={records}", f"prompts_dir={prompts}", f"out_dir={tmp_path / 'eval'}", "variants=[plain]",
+        f"train_dir={train_dir}", "perturbations=[]", "perturbed_fraction=0.0",
+        f"models=[{{tag: {tag}, spec: 'tiny:llama', checkpoint: final}}]", f"baseline_tag={tag}"])
+    run_stage(EVAL_STAGE, cfg)
+    return load_jsonl(tmp_path / "eval" / "predictions.jsonl")

@@ -94,6 +94,16 @@ SaveFn = Callable[["Method", nn.Module, Any, Path, ArchFacts, dict[str, Any]], l
 LoadFn = Callable[["Method", Path, dict[str, Any], Any, nn.Module, ArchFacts], nn.Module]
 
 
+def build_from(module_class: type[nn.Module]) -> BuildFn:
+    """The ``build`` of a method whose module is ``module_class(settings, facts)`` (most are)."""
+
+    def build(settings: Any, model: nn.Module, facts: ArchFacts) -> nn.Module:
+        return module_class(settings, facts)
+
+    build.__doc__ = f"A fresh {module_class.__name__}(settings, facts)."
+    return build
+
+
 def save_adapter_files(method: Method, module: nn.Module, settings: Any, out_dir: Path, facts: ArchFacts,
                        meta: dict[str, Any]) -> list[Path]:
     """The default on-disk form: ``adapter.safetensors`` (the module's ``state_dict``) + ``adapter_config.json``."""
@@ -201,6 +211,6 @@ def check_module(method: Method, module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["BuildFn", "InputEmbeddingModule", "KeyValueModule", "LoadFn", "Method", "MethodKind", "SaveFn",
+__all__ = ["BuildFn", "build_from", "InputEmbeddingModule", "KeyValueModule", "LoadFn", "Method", "MethodKind", "SaveFn",
            "TextInitFn", "check_module", "get_method", "load_adapter_files", "method_names", "names_of_kind",
            "register_method", "save_adapter_files", "unregister_method"]
