@@ -36,8 +36,8 @@ def sharp_lm(name: str, pre_seq_len: int = 3) -> AdaptedLM:
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     torch.manual_seed(0)
-    cfg = PrefixConfig(pre_seq_len=pre_seq_len, init_std=0.5) if pre_seq_len else None
-    return AdaptedLM(model, MethodConfig(ptuning_v2=cfg)).eval()
+    method = MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=pre_seq_len, init_std=0.5)) if pre_seq_len else None
+    return AdaptedLM(model, method).eval()
 
 
 @pytest.fixture(scope="module")
