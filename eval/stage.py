@@ -204,9 +204,9 @@ def prompts_path(cfg: EvalConfig, variant: str) -> Path:
 
 def prefix_dir(cfg: EvalConfig, entry: ModelEntry) -> Path | None:
     """The checkpoint folder ``<train_dir>/<checkpoint>`` of a model, or None for a base model."""
-    if entry.checkpoint is None or cfg.train_dir is None:
-        return None
-    return Path(cfg.train_dir) / entry.checkpoint
+    from pipeline.models.checkpoint import checkpoint_path  # lazy: the reader imports torch
+
+    return checkpoint_path(cfg.train_dir, entry.checkpoint)
 
 
 def metrics_path(cfg: EvalConfig) -> Path | None:
@@ -485,23 +485,25 @@ def cached_answer(answer: dict[str, Any]) -> dict[str, Any]:
     return keep
 
 
-def preflight_checkpoints(cfg: EvalConfig) -> None:
-    """Before any model answers: every checkpoint (any method, or a PEFT adapter folder) is readable and was made
-    for its base model (DataError)."""
+def preflight_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
+    """Before any model answers: every checkpoint is intact (:func:`pipeline.models.checkpoint.read_checkpoint`),
+    of a registered method and made for its base model (DataError); returns ``{model tag: Checkpoint}``."""
     from transformers import AutoConfig
 
-    from pipeline.methods import method_config_path, read_method_config
-    from pipeline.methods.base import arch_facts, check_arch
+    from pipeline.methods.base import arch_facts
+    from pipeline.models.checkpoint import read_checkpoint
     from pipeline.models.store import resolve_model_dir
 
+    found = {}
     for entry in cfg.models:
-        prefix = prefix_dir(cfg, entry)
-        if prefix is None:
+        folder = prefix_dir(cfg, entry)
+        if folder is None:
             continue
-        saved = read_method_config(prefix)
+        ckpt = read_checkpoint(folder)
         facts = arch_facts(AutoConfig.from_pretrained(str(resolve_model_dir(entry.spec))))
-        check_arch(saved["arch"], facts, method_config_path(prefix),
-                   what=f"checkpoint for model {entry.tag!r} ({entry.spec})")
+        ckpt.check_base_model(facts, spec=f"model {entry.tag!r}, {entry.spec}")
+        found[entry.tag] = ckpt
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -564,8 +566,11 @@ def trained_families(prefix: Path | None) -> list[str] | None:
 
 
 def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Example]],
-                    cache: PartialCache) -> dict[str, Any]:
-    """Answer every not-yet-cached example with one system (its model loaded only if something is pending)."""
+                    cache: PartialCache, checkpoint: Any = None) -> dict[str, Any]:
+    """Answer every not-yet-cached example with one system (its model loaded only if something is pending).
+
+    ``checkpoint``: the system's :class:`~pipeline.models.checkpoint.Checkpoint` as the preflight read it (None:
+    the base model, or read here from the system's folder)."""
     from pipeline.models.scoring import answer_rows
 
     entry = system.entry
@@ -585,7 +590,8 @@ def answer_examples(cfg: EvalConfig, system: System, examples: dict[str, list[Ex
         return timings
     from pipeline.models.lm import load_model
 
-    lm, tokenizer = load_model(entry.spec, prefix_dir=prefix, dtype=cfg.dtype, device=cfg.device)
+    lm, tokenizer = load_model(entry.spec, checkpoint=checkpoint if checkpoint is not None else prefix,
+                               dtype=cfg.dtype, device=cfg.device)
     bar = tqdm(total=total, desc=f"evaluate {entry.tag}")
     for (variant, mode), items in pending.items():
         budget = budget_of(cfg, variant)
@@ -666,14 +672,14 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
     # perturbations re-render records; CoT rationales are checked against them
     records = load_records(records_path(cfg))
     examples = {v: build_examples(cfg, v, records) for v in cfg.variants}
-    preflight_checkpoints(cfg)
+    checkpoints = preflight_checkpoints(cfg)
     systems = build_systems(cfg, examples)
     # the cache lives in the stage's own folder (not the staging one a run writes into) and outlives a failed run
     cache = PartialCache(committed_dir(out_dir) / PARTIAL)
     t0 = time.perf_counter()
     timings: dict[str, Any] = {}
     for system in systems:
-        timings.update(answer_examples(cfg, system, examples, cache))
+        timings.update(answer_examples(cfg, system, examples, cache, checkpoints.get(system.entry.tag)))
     answer_secs = time.perf_counter() - t0
     rows = collect_rows(cfg, systems, examples, cache)
     report = build_report(rows, input_manifest(cfg, systems, examples), baseline_tag=cfg.baseline_tag,

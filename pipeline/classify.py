@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from data_prep.labelling import relabel_motion
 from data_prep.rules import determined_intents
@@ -34,6 +34,9 @@ from pipeline.core.io import DataError, write_json, write_jsonl
 from pipeline.core.stage import Stage, StageResult
 from pipeline.core.taxonomy import LABELS, LEVELS
 from prompts_cot.render import RenderOptions, check_options, options_from_dict, options_to_dict, render_prompt
+
+if TYPE_CHECKING:  # the checkpoint reader imports torch: a bad track file fails before that
+    from pipeline.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +116,6 @@ class ClassifyConfig:
     num_threads: int = 0
 
 
-def checkpoint_dir(train_dir: str | Path | None, checkpoint: str) -> Path | None:
-    """``<train_dir>/<checkpoint>``, or None for the base model."""
-    return None if train_dir is None else Path(train_dir) / checkpoint
-
-
 def check_config(cfg: ClassifyConfig) -> None:
     """Settings that cannot run, as a ConfigError naming the key (before anything is read)."""
     if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
@@ -130,25 +128,14 @@ def check_config(cfg: ClassifyConfig) -> None:
 
 def classify_inputs(cfg: ClassifyConfig) -> list[Path]:
     """The track file, plus the checkpoint folder when given."""
-    ckpt = checkpoint_dir(cfg.train_dir, cfg.checkpoint)
+    from pipeline.models.checkpoint import checkpoint_path
+
+    ckpt = checkpoint_path(cfg.train_dir, cfg.checkpoint)
     return [Path(cfg.tracks)] + ([ckpt] if ckpt is not None else [])
 
 
 # ---------------------------------------------------------------------------------------- checkpoint
-def read_checkpoint_meta(ckpt: Path) -> tuple[dict[str, Any], Path]:
-    """The checkpoint's method JSON and its path; a DataError naming what exists when it is not a checkpoint."""
-    from pipeline.methods import method_config_path, read_method_config
-
-    if not ckpt.is_dir():
-        parent = ckpt.parent
-        found = sorted(str(p.relative_to(parent)) for p in [*parent.glob("*"), *parent.glob("checkpoints/step-*")]
-                       if method_config_path(p).exists()) if parent.is_dir() else []
-        raise DataError(ckpt, None, "checkpoint", "no such checkpoint folder"
-                        + (f"; {parent} has: {', '.join(found)}" if found else f" ({parent} holds no checkpoints)"))
-    return read_method_config(ckpt), method_config_path(ckpt)
-
-
-def prompt_options(ckpt: Path | None, overrides: dict[str, Any] | None = None) -> tuple[RenderOptions, str]:
+def prompt_options(ckpt: Checkpoint | Path | None, overrides: dict[str, Any] | None = None) -> tuple[RenderOptions, str]:
     """The render options for new records, and where they came from (``checkpoint`` | ``config`` | ``defaults``).
 
     * A checkpoint that records its training prompts (``prompts.render`` in its method JSON, written by the
@@ -158,12 +145,17 @@ def prompt_options(ckpt: Path | None, overrides: dict[str, Any] | None = None) -
       ``overrides`` must then at least name ``prompt_type`` (else a DataError naming the checkpoint file):
       set the options of the prompts config the model was trained on.
     * No checkpoint (the base model): ``overrides`` on RenderOptions' defaults.
+
+    ``ckpt``: the :class:`~pipeline.models.checkpoint.Checkpoint` already read, or its folder.
     """
     given = dict(overrides or {})
     base: dict[str, Any] = {}
     source = "config" if given else "defaults"
     if ckpt is not None:
-        meta, meta_path = read_checkpoint_meta(ckpt)
+        from pipeline.models.checkpoint import as_checkpoint
+
+        ckpt = as_checkpoint(ckpt)
+        meta, meta_path = ckpt.meta, ckpt.meta_path
         facts = meta.get(PROMPTS_KEY)
         if isinstance(facts, dict) and isinstance(facts.get("render"), dict):
             base, source = dict(facts["render"]), "checkpoint"
@@ -268,13 +260,16 @@ class TrackClassifier:
         if mode not in ("score", "generate"):
             raise ValueError(f"mode must be score or generate, got {mode!r}")
         overrides = render.given() if isinstance(render, RenderOverrides) else dict(render or {})
-        self.ckpt = checkpoint_dir(train_dir, checkpoint)
-        self.options, self.render_source = prompt_options(self.ckpt, overrides)
+        from pipeline.models.checkpoint import checkpoint_path, read_checkpoint
+
+        folder = checkpoint_path(train_dir, checkpoint)
+        self.checkpoint = read_checkpoint(folder) if folder is not None else None  # read once, used throughout
+        self.ckpt = folder
+        self.options, self.render_source = prompt_options(self.checkpoint, overrides)
         self.model, self.mode, self.batch_size, self.max_new_tokens = model, mode, batch_size, max_new_tokens
-        if self.ckpt is not None:
-            trained_on = read_checkpoint_meta(self.ckpt)[0].get("model_spec")
-            if trained_on is not None and trained_on != model:
-                log.warning("prefix in %s was trained on model %r, classifying with %r", self.ckpt, trained_on, model)
+        trained_on = self.checkpoint.model_spec if self.checkpoint is not None else None
+        if trained_on is not None and trained_on != model:
+            log.warning("prefix in %s was trained on model %r, classifying with %r", self.ckpt, trained_on, model)
         self.dtype, self.device = dtype, device
         self.lm: Any = None
         self.tokenizer: Any = None
@@ -284,7 +279,7 @@ class TrackClassifier:
         if self.lm is None:
             from pipeline.models.lm import load_model  # lazy: a bad track file fails before torch is imported
 
-            self.lm, self.tokenizer = load_model(self.model, prefix_dir=self.ckpt, dtype=self.dtype,
+            self.lm, self.tokenizer = load_model(self.model, checkpoint=self.checkpoint, dtype=self.dtype,
                                                  device=self.device)
 
     def describe(self) -> dict[str, Any]:

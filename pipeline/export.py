@@ -57,7 +57,7 @@ def run_export(cfg: ExportConfig) -> StageResult:
     spec = cfg.model or meta.get("model_spec")
     if not spec:
         raise ConfigError(f"{ckpt} records no model spec: set model=<spec>", key="model")
-    lm, _ = load_model(spec, prefix_dir=ckpt)
+    lm, _ = load_model(spec, checkpoint=ckpt)
     outputs = save_peft(lm.adapters, cfg.out_dir, lm.facts, str(resolve_model_dir(spec)),
                         {**meta, "model_spec": spec})
     return StageResult(outputs, {"method": lm.method, "format": cfg.format, "model": spec})

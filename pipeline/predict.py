@@ -18,7 +18,7 @@ import torch
 
 from pipeline.core.io import write_jsonl
 from pipeline.core.stage import Stage, StageResult
-from pipeline.methods import read_method_config
+from pipeline.models.checkpoint import checkpoint_path, read_checkpoint
 from pipeline.models.generation import generate_timed
 from pipeline.models.lm import build_chat_prompt, load_model
 from pipeline.models.scoring import answer_rows
@@ -63,14 +63,9 @@ def prompts_file(cfg: PredictConfig) -> Path:
     return Path(cfg.prompts_dir) / cfg.variant / f"{cfg.split}.jsonl"
 
 
-def prefix_dir(cfg: PredictConfig) -> Path | None:
-    """The checkpoint folder ``<train_dir>/<checkpoint>``, or None for the base model."""
-    return None if cfg.train_dir is None else Path(cfg.train_dir) / cfg.checkpoint
-
-
 def predict_inputs(cfg: PredictConfig) -> list[Path]:
     """The prompts file, plus the checkpoint folder when given."""
-    ckpt = prefix_dir(cfg)
+    ckpt = checkpoint_path(cfg.train_dir, cfg.checkpoint)
     return [prompts_file(cfg)] + ([ckpt] if ckpt is not None else [])
 
 
@@ -81,12 +76,11 @@ def run_predict(cfg: PredictConfig) -> StageResult:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     rows = [row for _, row in read_prompt_rows(prompts_file(cfg), limit=cfg.limit)]
-    ckpt = prefix_dir(cfg)
-    if ckpt is not None:
-        trained_on = read_method_config(ckpt).get("model_spec")
-        if trained_on is not None and trained_on != cfg.model:
-            log.warning("prefix in %s was trained on model %r, predicting with %r", ckpt, trained_on, cfg.model)
-    lm, tokenizer = load_model(cfg.model, prefix_dir=ckpt, dtype=cfg.dtype, device=cfg.device)
+    folder = checkpoint_path(cfg.train_dir, cfg.checkpoint)
+    ckpt = read_checkpoint(folder) if folder is not None else None
+    if ckpt is not None and ckpt.model_spec is not None and ckpt.model_spec != cfg.model:
+        log.warning("prefix in %s was trained on model %r, predicting with %r", ckpt.folder, ckpt.model_spec, cfg.model)
+    lm, tokenizer = load_model(cfg.model, checkpoint=ckpt, dtype=cfg.dtype, device=cfg.device)
     t0 = time.perf_counter()
     if lm.cls_head is not None:  # a cls_head checkpoint answers from its heads (the answer line of their argmax)
         answers = answer_rows(lm, tokenizer, "score", [r["prompt"] for r in rows], [r.get("lang") or "en" for r in rows],

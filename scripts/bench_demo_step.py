@@ -36,7 +36,7 @@ from pipeline.core.io import write_json  # noqa: E402
 from pipeline.methods import MethodConfig, build_adapters  # noqa: E402
 from pipeline.methods.base import arch_facts  # noqa: E402
 from pipeline.methods.ptuning_v2 import PrefixConfig  # noqa: E402
-from pipeline.models.lm import PrefixLM, load_base_model  # noqa: E402
+from pipeline.models.lm import AdaptedLM, load_base_model  # noqa: E402
 from pipeline.models.store import resolve_model_dir  # noqa: E402
 
 log = logging.getLogger("bench_demo_step")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = bases[dtype]
         cfg = MethodConfig(name="ptuning_v2", ptuning_v2=PrefixConfig(pre_seq_len=args.pre_seq_len,
                                                                       train_layers=train_layers))
-        lm = PrefixLM(model, adapters=build_adapters(cfg, model, arch_facts(model.config))).train()
+        lm = AdaptedLM(model, build_adapters(cfg, model, arch_facts(model.config))).train()
         steps[name] = make_step(lm, 0.01)
         batches[name] = make_batch(model.config.vocab_size, args.batch, source, args.target, "cpu")
         steps[name](batches[name])  # warm-up

@@ -2,7 +2,7 @@
 
 Uses the prompts stage's rows (default the demo's plain test split) and the embedded default
 model with a trained prefix when one exists. The prefix key/values are computed once per batch
-and shared across its rows (``PrefixLM.new_cache`` expands a view, no copy). Writes JSON
+and shared across its rows (``AdaptedLM.new_cache`` expands a view, no copy). Writes JSON
 (default runs/bench/eval.json).
 
     python scripts/bench_eval.py                                   # smollm2, 16 demo prompts
@@ -44,7 +44,7 @@ def main() -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     rows = load_jsonl(args.prompts)[: args.n]
     prefix_dir = args.prefix_dir if method_config_path(args.prefix_dir).exists() else None  # any method's folder
-    lm, tok = load_model(args.model, prefix_dir=prefix_dir)
+    lm, tok = load_model(args.model, checkpoint=prefix_dir)
     result = benchmark_throughput(lm, tok, [r["prompt"] for r in rows], [r.get("lang", "en") for r in rows],
                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                   n_single=args.n_single)

@@ -32,8 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.methods import MethodConfig  # noqa: E402
 from pipeline.methods.ptuning_v2 import PrefixConfig  # noqa: E402
-from pipeline.models.lm import PrefixLM  # noqa: E402
+from pipeline.models.lm import AdaptedLM  # noqa: E402
 
 log = logging.getLogger("bench_gpu")
 
@@ -130,7 +131,7 @@ def deepspeed_step(lm: torch.nn.Module, batch: dict, stage: int, bf16: bool) -> 
 
 
 @torch.no_grad()
-def generation_throughput(lm: PrefixLM, batch: int, prompt_len: int, new_tokens: int, device: str) -> dict:
+def generation_throughput(lm: AdaptedLM, batch: int, prompt_len: int, new_tokens: int, device: str) -> dict:
     """Greedy prefill + decode with the prefix cache; returns new tokens/s and latency."""
     ids = torch.randint(10, lm.config.vocab_size - 10, (batch, prompt_len), device=device)
 
@@ -182,7 +183,7 @@ def main() -> None:
                     "setting": {"batch": args.batch, "source": args.source, "target": args.target,
                                 "pre_seq_len": args.pre_seq_len}, "peak_bf16_tflops": peak}
 
-    ours = PrefixLM(model, PrefixConfig(pre_seq_len=args.pre_seq_len)).train()
+    ours = AdaptedLM(model, MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=args.pre_seq_len))).train()
     ours.prefix.to(args.device)
     from peft import PrefixTuningConfig, TaskType, get_peft_model
 

@@ -1,4 +1,4 @@
-"""Benchmark: one training step per tuning method, ours (pipeline.models.lm.PrefixLM) vs PEFT's implementation.
+"""Benchmark: one training step per tuning method, ours (pipeline.models.lm.AdaptedLM) vs PEFT's implementation.
 
 Same base model, batch, sequence length and number of virtual tokens; ours and PEFT's are timed
 alternately in one process (so machine load hits both alike), then each is run alone in a fresh
@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.io import write_json  # noqa: E402
-from pipeline.methods import METHODS, MethodConfig, build_adapters  # noqa: E402
+from pipeline.methods import MethodConfig, build_adapters, method_names  # noqa: E402
 from pipeline.methods.base import arch_facts  # noqa: E402
 from pipeline.methods.lora import LoraConfig  # noqa: E402
 from pipeline.methods.prefix_tuning import PrefixTuningConfig  # noqa: E402
 from pipeline.methods.prompt_tuning import PromptTuningConfig  # noqa: E402
 from pipeline.methods.ptuning_v1 import PTuningV1Config  # noqa: E402
 from pipeline.methods.ptuning_v2 import PrefixConfig  # noqa: E402
-from pipeline.models.lm import PrefixLM, load_base_model  # noqa: E402
+from pipeline.models.lm import AdaptedLM, load_base_model  # noqa: E402
 from pipeline.models.store import resolve_model_dir  # noqa: E402
 
 log = logging.getLogger("bench_train_step")
@@ -78,11 +78,11 @@ def method_config(method: str, pre_seq_len: int, projection: bool) -> MethodConf
 
 
 def build_ours(model: torch.nn.Module, pre_seq_len: int, projection: bool, method: str = "ptuning_v2") -> torch.nn.Module:
-    """Our PrefixLM with ``method`` around ``model`` (a copy for LoRA, which is injected into its model)."""
+    """Our AdaptedLM with ``method`` around ``model`` (a copy for LoRA, which is injected into its model)."""
     if method == "lora":
         model = copy.deepcopy(model)
     adapters = build_adapters(method_config(method, pre_seq_len, projection), model, arch_facts(model.config))
-    return PrefixLM(model, adapters=adapters).train()
+    return AdaptedLM(model, adapters).train()
 
 
 def build_peft(model: torch.nn.Module, pre_seq_len: int, projection: bool, method: str = "ptuning_v2") -> torch.nn.Module:
@@ -248,7 +248,7 @@ def run_all_methods(args: argparse.Namespace) -> None:
     """One row per method (ours vs PEFT), plus our P-Tuning v2 vs our LoRA; JSON + a Markdown table."""
     model = load_base_model(resolve_model_dir(args.model), dtype=args.dtype, device=args.device)
     rows = []
-    for method in METHODS:
+    for method in method_names():
         row = time_method(args, model, method)
         if not args.no_memory:
             args.method = method
@@ -279,7 +279,7 @@ def print_pair(pair: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--method", default="ptuning_v2", choices=[*METHODS, "all", "ptuning_v2_vs_lora"],
+    p.add_argument("--method", default="ptuning_v2", choices=[*method_names(), "all", "ptuning_v2_vs_lora"],
                    help="the method to compare with PEFT's implementation; all = one row per method (and our "
                         "P-Tuning v2 vs our LoRA); ptuning_v2_vs_lora = only that pair")
     p.add_argument("--batch", type=int, default=4)

@@ -399,6 +399,7 @@ def test_ensure_converted_caches_and_resolve_model_dir(tmp_path, sp_model, monke
 
 def test_load_model_end_to_end(tmp_path, sp_model, monkeypatch):
     """pipeline.models.lm.load_model on a ChatGLM folder: converted model + hooked tokenizer + prefix."""
+    from pipeline.methods import MethodConfig
     from pipeline.methods.ptuning_v2 import PrefixConfig
     from pipeline.models.lm import encode_chat_prompt, load_model
 
@@ -413,7 +414,7 @@ def test_load_model_end_to_end(tmp_path, sp_model, monkeypatch):
         out = lm(ids, torch.ones_like(ids))
     logits = out.logits if hasattr(out, "logits") else out[0]
     torch.testing.assert_close(logits, reference_chatglm_logits(sd, raw, ids, False), atol=1e-4, rtol=1e-4)
-    lm2, _ = load_model(str(src), prefix_config=PrefixConfig(pre_seq_len=4))
+    lm2, _ = load_model(str(src), method=MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=4)))
     assert lm2.pre_seq_len == 4
 
 

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from pipeline.methods.ptuning_v2 import PrefixConfig, PrefixEncoder
 from pipeline.models import chatglm
 from pipeline.models.generation import generate_ids
-from pipeline.models.lm import PrefixLM, encode_chat_prompt, load_base_model
+from pipeline.methods import Adapters, MethodConfig
+from pipeline.models.lm import AdaptedLM, encode_chat_prompt, load_base_model
 from pipeline.models.tokenizer import load_tokenizer
 
 torch.set_num_threads(1)
@@ -74,7 +75,7 @@ def real_rows(meta: dict, pad_id: int = 0) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def glm23(tmp_path_factory) -> dict[str, tuple[PrefixLM, object]]:
+def glm23(tmp_path_factory) -> dict[str, tuple[AdaptedLM, object]]:
     """Every ChatGLM2/3 case converted with the project's converter and wrapped as THUDM runs it."""
     out = {}
     for case, variant in GLM23_CASES.items():
@@ -82,18 +83,18 @@ def glm23(tmp_path_factory) -> dict[str, tuple[PrefixLM, object]]:
         src, prefix = thudm_folder(case, root / "src")
         dst = chatglm.convert_chatglm_to_glm(src, root / "glm", variant=variant)
         model = load_base_model(dst, dtype="float32")
-        lm = PrefixLM(model)
+        lm = AdaptedLM(model)
         if prefix is not None:  # THUDM numbers real tokens from 0 after the prefix
             config = PrefixConfig(pre_seq_len=prefix.shape[0], positions_after_prefix=False)
             encoder = PrefixEncoder(config, lm.facts)
             with torch.no_grad():
                 encoder.embedding.weight.copy_(prefix.float())
-            lm = PrefixLM(model, prefix=encoder)
+            lm = AdaptedLM(model, Adapters("ptuning_v2", encoder.config, encoder))
         out[case] = (lm, load_tokenizer(dst))
     return out
 
 
-def cached_step_logits(lm: PrefixLM, rows: list[list[int]], forced: list[list[int]], pad_id: int) -> torch.Tensor:
+def cached_step_logits(lm: AdaptedLM, rows: list[list[int]], forced: list[list[int]], pad_id: int) -> torch.Tensor:
     """Logits ``(B, n, V)`` of each decoding step over the KV cache, feeding ``forced`` tokens (teacher forcing)."""
     from pipeline.models.generation import pad_left
 
@@ -207,7 +208,7 @@ def v1_pad() -> int:
 
 
 @pytest.fixture(scope="module")
-def glm6b(tmp_path_factory) -> dict[str, tuple[PrefixLM, object, Path]]:
+def glm6b(tmp_path_factory) -> dict[str, tuple[AdaptedLM, object, Path]]:
     """ChatGLM-6B cases converted natively (no remote code), wrapped as THUDM runs them (positions from 0)."""
     out = {}
     for case in V1_CASES:
@@ -215,12 +216,12 @@ def glm6b(tmp_path_factory) -> dict[str, tuple[PrefixLM, object, Path]]:
         src, prefix = thudm_folder(case, root / "src")
         dst = chatglm.convert_chatglm_to_glm(src, root / "native")
         model = load_base_model(dst, dtype="float32")
-        lm = PrefixLM(model)
+        lm = AdaptedLM(model)
         if prefix is not None:
             encoder = PrefixEncoder(PrefixConfig(pre_seq_len=prefix.shape[0], positions_after_prefix=False), lm.facts)
             with torch.no_grad():
                 encoder.embedding.weight.copy_(prefix.float())
-            lm = PrefixLM(model, prefix=encoder)
+            lm = AdaptedLM(model, Adapters("ptuning_v2", encoder.config, encoder))
         out[case] = (lm, load_tokenizer(dst), dst)
     return out
 
@@ -294,7 +295,7 @@ def test_chatglm6b_trains_scores_and_generates_through_the_project(glm6b, tmp_pa
     from pipeline.models.scoring import score_rows
 
     _, _, dst = glm6b["v1"]
-    lm, tok = load_model(str(dst), prefix_config=PrefixConfig(pre_seq_len=3, positions_after_prefix=False))
+    lm, tok = load_model(str(dst), method=MethodConfig(name="ptuning_v2", ptuning_v2=PrefixConfig(pre_seq_len=3, positions_after_prefix=False)))
     prompt_ids = encode_chat_prompt(tok, "The target approaches.")
     answer = tok("Answer: motion=flyby", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     ids = torch.tensor([prompt_ids + answer])
@@ -332,7 +333,7 @@ def write_thudm_checkpoint(folder: Path, prefix: torch.Tensor) -> Path:
 
 @pytest.mark.parametrize("case", ["v2_mha_prefix", "v3_mqa_prefix", "v1_prefix"])
 def test_thudm_ptuning_checkpoint_loads_with_their_positions(tmp_path, case, monkeypatch):
-    """load_model(prefix_dir=<THUDM checkpoint-N>) reads PRE_SEQ_LEN and numbers positions from 0: THUDM's logits."""
+    """load_model(checkpoint=<THUDM checkpoint-N>) reads PRE_SEQ_LEN and numbers positions from 0: THUDM's logits."""
     from pipeline.methods import read_method_config
     from pipeline.models.lm import load_model
 
@@ -341,7 +342,7 @@ def test_thudm_ptuning_checkpoint_loads_with_their_positions(tmp_path, case, mon
     src, prefix = thudm_folder(case, tmp_path / "src")
     ckpt = write_thudm_checkpoint(tmp_path / "checkpoint-10", prefix)
     assert read_method_config(ckpt)["pre_seq_len"] == 4
-    lm, _ = load_model(str(src), prefix_dir=ckpt)
+    lm, _ = load_model(str(src), checkpoint=ckpt)
     assert lm.pre_seq_len == 4 and lm.position_offset == 0
     pad = v1_pad() if case.startswith("v1") else 0
     ids, mask = torch.tensor(meta["input_ids"]), torch.tensor(batch_mask(meta, pad))

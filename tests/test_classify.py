@@ -25,8 +25,9 @@ from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError, load_jsonl, write_jsonl
 from pipeline.core.stage import run_stage
 from pipeline.core.taxonomy import LABELS, LEVELS
+from pipeline.methods import MethodConfig
 from pipeline.methods.ptuning_v2 import PrefixConfig
-from pipeline.models.lm import PrefixLM, load_base_model
+from pipeline.models.lm import AdaptedLM, load_base_model
 from pipeline.models.store import resolve_model_dir
 from pipeline.train import STAGE as TRAIN_STAGE
 from pipeline.train import TrainConfig
@@ -103,8 +104,8 @@ def test_training_prompts_summary():
 
 
 def test_old_checkpoint_and_base_model_options(tmp_path):
-    lm = PrefixLM(load_base_model(resolve_model_dir("tiny:llama")), PrefixConfig(pre_seq_len=2))
-    lm.save_prefix(tmp_path / "best", extra={"model_spec": "tiny:llama"})  # no "prompts" record
+    lm = AdaptedLM(load_base_model(resolve_model_dir("tiny:llama")), MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=2)))
+    lm.save_adapter(tmp_path / "best", extra={"model_spec": "tiny:llama"})  # no "prompts" record
     with pytest.raises(DataError, match=r"prefix_config\.json, field 'prompts'.*render\.prompt_type"):
         prompt_options(tmp_path / "best")
     opts, source = prompt_options(tmp_path / "best", {"prompt_type": "cot", "lang": "zh"})

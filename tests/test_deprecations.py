@@ -64,7 +64,7 @@ def test_a_text_init_train_and_generation_use_no_deprecated_api(tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run_train(cfg)
-            lm, tok = load_model("tiny:llama", prefix_dir=Path(cfg.out_dir) / "final")
+            lm, tok = load_model("tiny:llama", checkpoint=Path(cfg.out_dir) / "final")
             from pipeline.models.generation import generate
 
             assert len(generate(lm, tok, ["What is the target doing?"], max_new_tokens=3, batch_size=1)) == 1

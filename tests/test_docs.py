@@ -285,7 +285,7 @@ def test_python_examples_use_real_names_and_keywords(page):
 
 
 def test_the_python_example_checker_refuses_renames():
-    check_python_example("from pipeline.models.lm import load_model\nload_model('x', prefix_dir='d')")
+    check_python_example("from pipeline.models.lm import load_model\nload_model('x', checkpoint='d')")
     with pytest.raises(AssertionError):
         check_python_example("from pipeline.models.lm import no_such_name")
     with pytest.raises(AssertionError):

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import TINY_YAML, train_losses
+from train_helpers import TINY_YAML, train_losses
 
 import pipeline.models.scoring as scoring
 from data_prep.stage import STAGE as DATA_PREP

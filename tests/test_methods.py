@@ -29,11 +29,11 @@ from pipeline.methods.prompt_tuning import PromptTuningConfig
 from pipeline.methods.ptuning_v1 import PTuningV1Config
 from pipeline.methods.ptuning_v2 import PrefixConfig, save_prefix
 from pipeline.models.generation import generate_ids, pad_left
-from pipeline.models.lm import PrefixLM, load_base_model, load_model
+from pipeline.models.lm import AdaptedLM, load_base_model, load_model
 from pipeline.models.scoring import answer_rows, score_rows, score_rows_per_level
 from pipeline.models.store import resolve_model_dir
 from pipeline.train import run_train
-from tests.test_train import run_cli, tiny_cfg, train_losses, write_prompts
+from train_helpers import evaluate_final, run_cli, tiny_cfg, train_losses, write_prompts
 
 #: per method: overrides giving a tiny, fast setting (dropouts on where the method has one: resume must replay them)
 SETTINGS = {
@@ -83,7 +83,7 @@ def test_train_saves_only_the_method_and_loads_for_inference(tmp_path, name):
     assert stats["trainable_params"] == sum(t.numel() for t in tensors.values())
     losses = [r[2] for r in train_losses(out) if r[0] == "train"]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
-    lm, tok = load_model("tiny:llama", prefix_dir=out / "final")
+    lm, tok = load_model("tiny:llama", checkpoint=out / "final")
     assert lm.method == name and (lm.pre_seq_len == 4) == (name != "lora")
     base, _ = load_model("tiny:llama")
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -145,7 +145,7 @@ def test_deepspeed_engine_trains_the_method_like_torch(tmp_path, name):
 
 
 # ------------------------------------------------------------------------------- cache paths (no training)
-def sharp(name: str, method: MethodConfig) -> PrefixLM:
+def sharp(name: str, method: MethodConfig) -> AdaptedLM:
     """A tiny model with larger random weights (greedy outputs vary) and non-trivial adapters."""
     model = load_base_model(resolve_model_dir(f"tiny:{name}"))
     g = torch.Generator().manual_seed(0)
@@ -154,7 +154,7 @@ def sharp(name: str, method: MethodConfig) -> PrefixLM:
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     torch.manual_seed(0)
-    lm = PrefixLM(model, adapters=build_adapters(method, model, arch_facts(model.config)))
+    lm = AdaptedLM(model, build_adapters(method, model, arch_facts(model.config)))
     if lm.lora is not None:
         with torch.no_grad():
             for b in lm.lora.branches.values():
@@ -239,7 +239,7 @@ def test_cls_head_trains_and_answers_from_its_heads(tmp_path):
     final = Path(cfg.out_dir) / "final"
     meta = read_method_config(final)
     assert meta["cls_head"] and meta["method"] == "ptuning_v2" and (final / "cls_head.safetensors").exists()
-    lm, tok = load_model("tiny:llama", prefix_dir=final)
+    lm, tok = load_model("tiny:llama", checkpoint=final)
     assert lm.cls_head is not None
     prompt = json.loads((prompts / "plain" / "train.jsonl").read_text().splitlines()[0])["prompt"]
     for mode in ("score", "generate"):
@@ -251,15 +251,15 @@ def test_cls_head_trains_and_answers_from_its_heads(tmp_path):
 # ---------------------------------------------------------------------------------------- loading checks
 def test_an_adapter_for_another_base_model_is_a_data_error(tmp_path):
     model = load_base_model(resolve_model_dir("tiny:llama"))
-    lm = PrefixLM(model, adapters=build_adapters(MethodConfig(name="lora"), model, arch_facts(model.config)))
+    lm = AdaptedLM(model, build_adapters(MethodConfig(name="lora"), model, arch_facts(model.config)))
     lm.save_adapter(tmp_path / "ck", extra={"model_spec": "tiny:llama"})
     with pytest.raises(DataError, match="arch.model_type.*'llama' model.*'glm4'"):
-        load_model("tiny:glm4", prefix_dir=tmp_path / "ck")
+        load_model("tiny:glm4", checkpoint=tmp_path / "ck")
     meta = json.loads(method_config_path(tmp_path / "ck").read_text())
     meta["arch"]["num_layers"] = 7
     (tmp_path / "ck" / "adapter_config.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="arch.num_layers"):
-        load_model("tiny:llama", prefix_dir=tmp_path / "ck")
+        load_model("tiny:llama", checkpoint=tmp_path / "ck")
     with pytest.raises(DataError, match="neither adapter_config.json nor prefix_config.json"):
         read_method_config(tmp_path / "nowhere")
 
@@ -277,7 +277,7 @@ def test_a_ptuning_v2_checkpoint_from_before_methods_still_loads(tmp_path):
     assert read_method_config(tmp_path)["method"] == "ptuning_v2"
     adapters = load_adapters(tmp_path, copy.deepcopy(model), facts)
     assert adapters.method == "ptuning_v2" and torch.equal(adapters.prefix.embedding.weight, enc.embedding.weight)
-    lm, _ = load_model("tiny:llama", prefix_dir=tmp_path)
+    lm, _ = load_model("tiny:llama", checkpoint=tmp_path)
     assert lm.pre_seq_len == 2 and lm.method == "ptuning_v2"
 
 
@@ -300,24 +300,13 @@ def test_evaluate_stage_answers_with_any_method(tmp_path, name, cls_head):
     """A LoRA / prompt-tuning(+heads) checkpoint through the real evaluate stage (preflight, loader, both modes)."""
     from record_fixtures import write_fixture_dirs
 
-    from eval.stage import STAGE as EVAL_STAGE
-    from eval.stage import EvalConfig
-    from pipeline.core.config import load_config
-    from pipeline.core.io import load_jsonl
-    from pipeline.core.stage import run_stage
-
     for split in ("train", "dev", "test"):
         records, prompts = write_fixture_dirs(tmp_path / "d", n=4, variants=("plain",), split=split)
     train = tiny_cfg(tmp_path, prompts, **method_overrides(name, **{
         "method.cls_head": cls_head, "optim.max_steps": 2, "checkpoint.save_steps": 0, "eval.accuracy_rows": 0,
         "data.max_source_len": 512}))
     run_train(train)
-    cfg = load_config(EvalConfig, "eval/configs/tiny.yaml", [
-        f"data_dir={records}", f"prompts_dir={prompts}", f"out_dir={tmp_path / 'eval'}", "variants=[plain]",
-        f"train_dir={train.out_dir}", "perturbations=[]", "perturbed_fraction=0.0",
-        "models=[{tag: tuned, spec: 'tiny:llama', checkpoint: final}]", "baseline_tag=tuned"])
-    run_stage(EVAL_STAGE, cfg)
-    rows = load_jsonl(tmp_path / "eval" / "predictions.jsonl")
+    rows = evaluate_final(tmp_path, records, prompts, train.out_dir, "tuned")
     assert {r["mode"] for r in rows} == {"score", "generate"} and len(rows) == 8
     for r in rows:
         if r["mode"] == "score" or cls_head:
@@ -379,7 +368,7 @@ def test_predict_stage_with_lora_and_with_cls_heads(tmp_path):
     for tag, method in (("lora", MethodConfig(name="lora")), ("heads", MethodConfig(
             name="prompt_tuning", cls_head=True, prompt_tuning=PromptTuningConfig(pre_seq_len=2)))):
         model = load_base_model(resolve_model_dir("tiny:llama"))
-        lm = PrefixLM(model, adapters=build_adapters(method, model, arch_facts(model.config)))
+        lm = AdaptedLM(model, build_adapters(method, model, arch_facts(model.config)))
         lm.save_adapter(tmp_path / tag / "best", extra={"model_spec": "tiny:llama"})
         cfg = load_config(PredictConfig, None, [f"out_dir={tmp_path / 'out' / tag}", f"prompts_dir={tmp_path / 'prompts'}",
                                                 "model=tiny:llama", f"train_dir={tmp_path / tag}", "max_new_tokens=3"])

@@ -18,7 +18,7 @@ from pipeline.methods.lora import LoraConfig
 from pipeline.methods.prefix_tuning import PrefixTuningConfig
 from pipeline.methods.prompt_tuning import PromptTuningConfig
 from pipeline.methods.ptuning_v1 import PTuningV1Config
-from pipeline.models.lm import PrefixLM, load_base_model
+from pipeline.models.lm import AdaptedLM, load_base_model
 from pipeline.models.store import resolve_model_dir
 
 P = 3
@@ -35,10 +35,10 @@ def bases():
     return {name: load_base_model(resolve_model_dir(f"tiny:{name}")) for name in ARCHS}
 
 
-def ours(bases, name: str, method: MethodConfig) -> PrefixLM:
+def ours(bases, name: str, method: MethodConfig) -> AdaptedLM:
     torch.manual_seed(0)
     model = copy.deepcopy(bases[name])
-    return PrefixLM(model, adapters=build_adapters(method, model, arch_facts(model.config))).eval()
+    return AdaptedLM(model, build_adapters(method, model, arch_facts(model.config))).eval()
 
 
 def padded_batch():
@@ -50,7 +50,7 @@ def padded_batch():
     return ids, mask
 
 
-def compare(lm: PrefixLM, peft_model, virtual: int) -> None:
+def compare(lm: AdaptedLM, peft_model, virtual: int) -> None:
     """Logits of the real tokens agree at 1e-5 and differ from the bare model's (the method acts)."""
     peft_model.eval()
     ids, mask = padded_batch()

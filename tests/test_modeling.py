@@ -1,4 +1,4 @@
-"""PrefixLM on tiny random models: PEFT equivalence, freezing, padding, checkpointing, persistence, chat format."""
+"""AdaptedLM on tiny random models: PEFT equivalence, freezing, padding, checkpointing, persistence, chat format."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import copy
 import pytest
 import torch
 
+from pipeline.methods import MethodConfig
 from pipeline.methods.ptuning_v2 import PrefixConfig, PrefixEncoder, StaticPrefix, init_prefix_from_text, repeat_to_length
 from pipeline.models.lm import (
     SYSTEM_PROMPT,
-    PrefixLM,
+    AdaptedLM,
     build_chat_prompt,
     set_system_prompt,
     system_prompt_of,
@@ -36,11 +37,11 @@ def bases():
     return {name: load_base_model(resolve_model_dir(f"tiny:{name}")) for name in ALL}
 
 
-def make_lm(bases, name: str, **cfg) -> PrefixLM:
+def make_lm(bases, name: str, **cfg) -> AdaptedLM:
     torch.manual_seed(0)
     cfg.setdefault("pre_seq_len", P)
     cfg.setdefault("init_std", 0.5)  # large enough that the prefix visibly changes the logits
-    return PrefixLM(copy.deepcopy(bases[name]), PrefixConfig(**cfg))
+    return AdaptedLM(copy.deepcopy(bases[name]), MethodConfig(ptuning_v2=PrefixConfig(**cfg)))
 
 
 def batch(pad: str = "right"):
@@ -172,16 +173,16 @@ def test_projection_variant_runs_and_grads_flow(bases):
 
 @pytest.mark.parametrize("projection", [False, True])
 def test_save_load_and_static_export_keep_logits(tmp_path, projection):
-    lm, _ = load_model("tiny:glm4", prefix_config=PrefixConfig(pre_seq_len=P, init_std=0.5,
-                                                                prefix_projection=projection))
+    lm, _ = load_model("tiny:glm4", method=MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=P, init_std=0.5,
+                                                                                prefix_projection=projection)))
     lm.eval()
     ids, mask = batch()
     with torch.no_grad():
         want = lm(ids, mask).logits
-    lm.save_prefix(tmp_path / "ck", extra={"model_spec": "tiny:glm4"})
+    lm.save_adapter(tmp_path / "ck", extra={"model_spec": "tiny:glm4"})
     lm.export_static_prefix(tmp_path / "static")
-    again, _ = load_model("tiny:glm4", prefix_dir=tmp_path / "ck")
-    static, _ = load_model("tiny:glm4", prefix_dir=tmp_path / "static")
+    again, _ = load_model("tiny:glm4", checkpoint=tmp_path / "ck")
+    static, _ = load_model("tiny:glm4", checkpoint=tmp_path / "static")
     assert isinstance(again.prefix, PrefixEncoder) and isinstance(static.prefix, StaticPrefix)
     assert not static.trainable_parameters()
     with torch.no_grad():
@@ -201,7 +202,7 @@ def test_load_model_without_prefix_is_the_plain_model():
 
 
 def test_bfloat16_base_keeps_float32_prefix(bases):
-    lm, _ = load_model("tiny:llama", prefix_config=PrefixConfig(pre_seq_len=P), dtype="bfloat16")
+    lm, _ = load_model("tiny:llama", method=MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=P)), dtype="bfloat16")
     assert lm.dtype == torch.bfloat16 and lm.prefix.embedding.weight.dtype == torch.float32
     ids, mask = batch()
     lm.train()
@@ -276,7 +277,7 @@ def test_text_init_prefix_is_the_model_having_read_the_text(bases, name):
     """init=text: prefix(text) + prompt gives the base model's logits for text + prompt (same positions)."""
     text_ids, prompt_ids = [5, 9, 14, 3, 7], [11, 4, 8]
     cfg = PrefixConfig(pre_seq_len=len(text_ids), init="text", init_text="rules")
-    lm = PrefixLM(copy.deepcopy(bases[name]), prefix_config=cfg)
+    lm = AdaptedLM(copy.deepcopy(bases[name]), MethodConfig(ptuning_v2=cfg))
     init_prefix_from_text(lm.prefix, lm.model, text_ids)
     with torch.no_grad():
         tuned = lm(torch.tensor([prompt_ids])).logits[0]

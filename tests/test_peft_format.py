@@ -25,7 +25,7 @@ from pipeline.methods.prefix_tuning import PrefixTuningConfig
 from pipeline.methods.prompt_tuning import PromptTuningConfig
 from pipeline.methods.ptuning_v1 import PTuningV1Config
 from pipeline.methods.ptuning_v2 import PrefixConfig
-from pipeline.models.lm import PrefixLM, load_base_model, load_model
+from pipeline.models.lm import AdaptedLM, load_base_model, load_model
 from pipeline.models.store import resolve_model_dir
 from tests.test_methods_peft import padded_batch
 
@@ -52,7 +52,7 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def write_checkpoint(folder: Path, arch: str, key: str, system_prompt: str | None = "") -> PrefixLM:
+def write_checkpoint(folder: Path, arch: str, key: str, system_prompt: str | None = "") -> AdaptedLM:
     """Our checkpoint folder with random (non-trivial) weights of method ``key``; returns the model it came from."""
     torch.manual_seed(0)
     model = load_base_model(resolve_model_dir(f"tiny:{arch}"))
@@ -63,7 +63,7 @@ def write_checkpoint(folder: Path, arch: str, key: str, system_prompt: str | Non
                 branch.lora_B.weight.normal_(std=0.5)
     save_adapters(adapters, folder, arch_facts(model.config),
                   {"model_spec": f"tiny:{arch}", "system_prompt": system_prompt, "step": 7})
-    return PrefixLM(model, adapters=adapters).eval()
+    return AdaptedLM(model, adapters).eval()
 
 
 def export(ckpt: Path, out: Path) -> None:
@@ -97,7 +97,7 @@ def test_export_loads_in_peft_with_equal_logits_and_reads_back(tmp_path, arch, k
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
     plain = real_logits(load_base_model(resolve_model_dir(f"tiny:{arch}")), ids, mask, peft=True)
     assert (mine - plain).abs().max() > 1e-3  # the adapter acts
-    back, tok = load_model(f"tiny:{arch}", prefix_dir=tmp_path / "peft")  # a PEFT folder is a checkpoint here
+    back, tok = load_model(f"tiny:{arch}", checkpoint=tmp_path / "peft")  # a PEFT folder is a checkpoint here
     torch.testing.assert_close(real_logits(back, ids, mask), mine, atol=1e-5, rtol=0)
     from pipeline.models.lm import system_prompt_of
 
@@ -134,7 +134,7 @@ def test_an_adapter_saved_by_peft_is_a_checkpoint_with_peft_logits(tmp_path, arc
     ids, mask = padded_batch()
     virtual = P if kind in ("prompt", "p_tuning") else 0
     theirs = real_logits(model, ids, mask, virtual, peft=True)
-    lm, _ = load_model(f"tiny:{arch}", prefix_dir=tmp_path / "adapter")
+    lm, _ = load_model(f"tiny:{arch}", checkpoint=tmp_path / "adapter")
     assert lm.method == {"lora": "lora", "prompt": "prompt_tuning", "p_tuning": "prompt_tuning"}.get(kind, "ptuning_v2")
     torch.testing.assert_close(real_logits(lm.eval(), ids, mask), theirs, atol=1e-5, rtol=0)
 
@@ -162,13 +162,13 @@ def test_what_does_not_map_is_refused_naming_the_field(tmp_path):
                           feedforward_modules=["down_proj"]), "peft_type")]:
         get_peft_model(load_base_model(resolve_model_dir("tiny:llama")), config).save_pretrained(str(tmp_path / name))
         with pytest.raises(DataError, match=f"adapter_config.json, field '{field}'"):
-            load_model("tiny:llama", prefix_dir=tmp_path / name)
+            load_model("tiny:llama", checkpoint=tmp_path / name)
     # a prefix for another model shape (tiny:qwen2 has 1 kv head, tiny:llama 2): the field and both sizes named
     get_peft_model(load_base_model(resolve_model_dir("tiny:qwen2")),
                    PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2)).save_pretrained(str(tmp_path / "q"))
     with pytest.raises(DataError, match="adapter_config.json, field 'kv_heads': adapter was made for kv_heads=1, "
                                         "the model has 2"):
-        load_model("tiny:llama", prefix_dir=tmp_path / "q")
+        load_model("tiny:llama", checkpoint=tmp_path / "q")
 
 
 # ------------------------------------------------------------------------------------------- stages

@@ -11,9 +11,10 @@ import torch
 from pipeline.core.config import load_config
 from pipeline.core.io import DataError, write_jsonl
 from pipeline.core.stage import run_stage
+from pipeline.methods import MethodConfig
 from pipeline.methods.ptuning_v2 import PrefixConfig
 from pipeline.models.generation import eos_token_ids, generate, generate_ids, pad_left, score_candidates
-from pipeline.models.lm import PrefixLM, encode_chat_prompt, load_base_model
+from pipeline.models.lm import AdaptedLM, encode_chat_prompt, load_base_model
 from pipeline.models.store import resolve_model_dir
 from pipeline.models.tokenizer import load_tokenizer
 from pipeline.predict import STAGE, PredictConfig
@@ -26,7 +27,7 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def sharp_lm(name: str, pre_seq_len: int = 3) -> PrefixLM:
+def sharp_lm(name: str, pre_seq_len: int = 3) -> AdaptedLM:
     """A tiny model with larger random weights, so greedy outputs vary from token to token."""
     model = load_base_model(resolve_model_dir(f"tiny:{name}"))
     g = torch.Generator().manual_seed(0)
@@ -35,8 +36,8 @@ def sharp_lm(name: str, pre_seq_len: int = 3) -> PrefixLM:
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     torch.manual_seed(0)
-    cfg = PrefixConfig(pre_seq_len=pre_seq_len, init_std=0.5) if pre_seq_len else None
-    return PrefixLM(model, cfg).eval()
+    method = MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=pre_seq_len, init_std=0.5)) if pre_seq_len else None
+    return AdaptedLM(model, method).eval()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def tok():
     return load_tokenizer(resolve_model_dir("tiny:llama"))
 
 
-def greedy_without_cache(lm: PrefixLM, ids: list[int], n: int) -> list[int]:
+def greedy_without_cache(lm: AdaptedLM, ids: list[int], n: int) -> list[int]:
     """Reference: re-run the full-sequence forward (read-only prefix) for every new token."""
     out = list(ids)
     with torch.no_grad():
@@ -134,8 +135,8 @@ def _prompt_rows(n: int) -> list[dict]:
 
 def test_predict_stage_end_to_end(tmp_path):
     write_jsonl(tmp_path / "prompts" / "plain" / "test.jsonl", _prompt_rows(3))
-    lm = PrefixLM(load_base_model(resolve_model_dir("tiny:llama")), PrefixConfig(pre_seq_len=2))
-    lm.save_prefix(tmp_path / "train" / "best")
+    lm = AdaptedLM(load_base_model(resolve_model_dir("tiny:llama")), MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=2)))
+    lm.save_adapter(tmp_path / "train" / "best")
     cfg = load_config(PredictConfig, None, [f"out_dir={tmp_path / 'out'}", f"prompts_dir={tmp_path / 'prompts'}",
                                             "model=tiny:llama", f"train_dir={tmp_path / 'train'}", "limit=2",
                                             "max_new_tokens=3", "batch_size=2"])

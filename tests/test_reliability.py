@@ -23,7 +23,7 @@ import pytest
 import torch
 from record_fixtures import make_records, write_fixture_dirs
 from safetensors.torch import load_file
-from test_train import TINY_YAML, tiny_cfg, train_losses, write_prompts
+from train_helpers import TINY_YAML, tiny_cfg, train_losses, write_prompts
 
 import pipeline.models.scoring as scoring
 from data_prep.imports import ImportSpec, import_file

@@ -10,7 +10,7 @@ import pytest
 from pipeline.core.config import load_config, parse_override
 from pipeline.core.profile import PROFILE_DIR, Profile, load_profile, step_configs
 from pipeline.core.registry import STAGES, resolve_stage
-from pipeline.methods import METHODS
+from pipeline.methods import method_names
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.relative_to(ROOT) for d in ("data_prep", "prompts_cot", "pipeline", "eval")
@@ -64,13 +64,13 @@ def missing_methods(profile: Profile) -> dict[str, str]:
     """Step name -> the tuning method its ``method.name=`` override selects, for methods this checkout lacks.
 
     The methods profiles name every method of the comparison table; a step whose method is not in
-    ``pipeline.methods.METHODS`` yet (its branch not merged) cannot load its config.
+    ``pipeline.methods.method_names()`` yet (its branch not merged) cannot load its config.
     """
     out = {}
     for step in profile.steps:
         for text in step.overrides:
             path, value = parse_override(text)
-            if path == ["method", "name"] and value not in METHODS:
+            if path == ["method", "name"] and value not in method_names():
                 out[step.name] = value
     return out
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,42 +12,13 @@ from safetensors.torch import load_file
 
 from pipeline.core.config import load_config
 from pipeline.core.stage import is_up_to_date, run_stage
+from pipeline.methods import MethodConfig
 from pipeline.methods.ptuning_v2 import PrefixConfig
 from pipeline.models.data import collate, encode_rows
 from pipeline.models.engines import DeepSpeedEngine, Engine, OptimConfig, TorchEngine, fill_deepspeed_config
 from pipeline.models.lm import load_model
 from pipeline.train import STAGE, TrainConfig, run_train
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY_YAML = ROOT / "pipeline" / "configs" / "train_tiny.yaml"
-LABELS = [("flyby", "none", "observation"), ("hovering", "docking", "assistance"),
-          ("collision", "none", "attack"), ("approach", "photographing", "surveillance")]
-
-
-def write_prompts(root: Path, n_train: int = 8, n_dev: int = 4, repeat_one: bool = False) -> Path:
-    """A prompts-stage folder ``root/plain/{train,dev}.jsonl`` with tiny answer-only rows."""
-    (root / "plain").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        rows = []
-        for i in range(n):
-            m, o, t = LABELS[0 if repeat_one else i % len(LABELS)]
-            rows.append({"sample_id": f"{split}-{i}", "split": split, "variant": "plain",
-                         "prompt": f"Range {'falls then rises' if i % 2 else 'stays at'} {10 * i} m. Intent?",
-                         "response": f"Answer: motion={m}; operation={o}; task={t}",
-                         "label": {"motion": m, "operation": o, "task": t}})
-        (root / "plain" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
-def tiny_cfg(tmp_path: Path, prompts: Path, **overrides) -> TrainConfig:
-    args = [f"prompts_dir={prompts}", f"out_dir={tmp_path / 'run'}"] + [f"{k}={v}" for k, v in overrides.items()]
-    return load_config(TrainConfig, TINY_YAML, args)
-
-
-def train_losses(out_dir: Path) -> list[tuple]:
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["kind"], r["step"], r.get("loss"), r.get("dev_loss"), r.get("grad_norm")) for r in rows]
-
+from train_helpers import ROOT, TINY_YAML, run_cli, tiny_cfg, train_losses, write_prompts
 
 @pytest.fixture(autouse=True)
 def _threads():
@@ -72,14 +40,17 @@ def test_loss_decreases_on_repeated_example(tmp_path):
 
 
 def test_base_frozen_and_only_prefix_trained(tmp_path):
-    lm, tok = load_model("tiny:llama", prefix_config=PrefixConfig(pre_seq_len=4))
+    lm, tok = load_model("tiny:llama", method=MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=4)))
     base_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     prefix_before = lm.prefix.embedding.weight.detach().clone()
     rows = [{"prompt": f"prompt {i}", "response": "Answer: motion=flyby"} for i in range(4)]
     batch = collate(encode_rows(tok, rows, 64, 16), tok.pad_token_id)
     engine = TorchEngine(lm, OptimConfig(learning_rate=0.05, max_steps=5, gradient_accumulation_steps=2))
     for _ in range(3):
-        loss, norm, lr = engine.train_step([batch, batch])
+        lr = engine.current_lr()
+        for mb in (batch, batch):
+            engine.backward(engine.forward(mb).loss)
+        norm = engine.step()
         assert norm is not None and norm > 0 and lr > 0
     after = lm.model.state_dict()
     assert all(torch.equal(base_before[k], after[k]) for k in base_before)  # bit-identical base
@@ -129,7 +100,7 @@ def test_stage_end_to_end_checkpoints_metrics_manifest(tmp_path):
     assert set(manifest["inputs"]) == {str(prompts / "plain/train.jsonl"), str(prompts / "plain/dev.jsonl")}
     assert is_up_to_date(STAGE, cfg)  # a re-run would be skipped
     # the trained prefix loads back for inference
-    lm, _ = load_model("tiny:llama", prefix_dir=out / "best")
+    lm, _ = load_model("tiny:llama", checkpoint=out / "best")
     assert lm.pre_seq_len == 4
 
 
@@ -144,12 +115,13 @@ def test_system_prompt_is_recorded_and_reused_at_load(tmp_path):
     run_stage(STAGE, cfg)
     best = Path(cfg.out_dir) / "best"
     assert json.loads((best / "prefix_config.json").read_text())["system_prompt"] == ""
-    _, tok = load_model("tiny:llama", prefix_dir=best)
+    _, tok = load_model("tiny:llama", checkpoint=best)
     assert system_prompt_of(tok) == "" and SYSTEM_PROMPT not in build_chat_prompt(tok, "Q?")
     data = json.loads((best / "prefix_config.json").read_text())
     del data["system_prompt"]  # a checkpoint from before the record
     (best / "prefix_config.json").write_text(json.dumps(data))
-    assert system_prompt_of(load_model("tiny:llama", prefix_dir=best)[1]) == SYSTEM_PROMPT
+    (best / "checkpoint.json").unlink()  # the edit no longer matches its sha256: the folder is an unindexed old one
+    assert system_prompt_of(load_model("tiny:llama", checkpoint=best)[1]) == SYSTEM_PROMPT
 
 
 def test_dev_accuracy_by_label_scoring_matches_the_scorer(tmp_path):
@@ -165,7 +137,7 @@ def test_dev_accuracy_by_label_scoring_matches_the_scorer(tmp_path):
              if json.loads(line)["kind"] == "eval"]
     assert [(r["dev_mode"], r["dev_rows"]) for r in evals] == [("score", 5), ("score", 5)]
     best = json.loads((Path(cfg.out_dir) / "best/prefix_config.json").read_text())
-    lm, tok = load_model("tiny:llama", prefix_dir=Path(cfg.out_dir) / "best")
+    lm, tok = load_model("tiny:llama", checkpoint=Path(cfg.out_dir) / "best")
     rows = [json.loads(line) for line in (prompts / "plain/dev.jsonl").read_text().splitlines()]
     scored = score_rows(lm, tok, [r["prompt"] for r in rows], [r.get("lang", "en") for r in rows])
     motion = sum(s["parsed"]["motion"] == r["label"]["motion"] for s, r in zip(scored, rows)) / len(rows)
@@ -190,7 +162,8 @@ def test_fill_deepspeed_config_resolves_auto():
 
 def test_both_engines_implement_the_whole_engine_interface():
     """One interface: the abstract base lists it, both engines implement every method (nothing left abstract)."""
-    assert Engine.__abstractmethods__ == {"module", "train_step", "save_state", "load_state", "gathered_prefix"}
+    assert Engine.__abstractmethods__ == {"module", "current_lr", "forward", "backward", "step", "save_state",
+                                       "load_state", "gathered_prefix"}
     for cls in (TorchEngine, DeepSpeedEngine):
         assert issubclass(cls, Engine) and not cls.__abstractmethods__, cls
 
@@ -204,14 +177,6 @@ def test_nested_config_sections_and_method_name_are_validated(tmp_path):
         load_config(TrainConfig, TINY_YAML, ["method.name=adapter_x"])
     with pytest.raises(ConfigError, match="max_steps"):
         load_config(TrainConfig, TINY_YAML, ["max_steps=7"])  # the old flat key is an unknown key now
-
-
-def run_cli(args: list[str], timeout: int = 600, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "pipeline", "train", "--config", str(TINY_YAML), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -36,7 +36,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where lossless.
 
     Ints are accepted for floats and lists for tuples; nested dataclasses are built
-    recursively. Anything else that does not match raises :class:`ConfigError`.
+    recursively, and a class with a ``from_mapping(data, prefix)`` classmethod builds itself. Anything else that does not match raises :class:`ConfigError`.
     """
     origin = get_origin(tp)
     if tp is Any:
@@ -74,6 +74,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         kt, vt = get_args(tp) or (Any, Any)
         return {_coerce(k, kt, f"{key}.<key>"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and callable(getattr(tp, "from_mapping", None)):
+        # a section whose keys are known only at run time (the method section: one sub-section per registered
+        # method) builds itself; it reports unknown keys the same way
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}", key=key)
+        return tp.from_mapping(value, prefix=f"{key}.")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -218,6 +226,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     def convert(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if callable(getattr(v, "to_mapping", None)):  # a section that builds itself (see _coerce)
+            return {str(k): convert(x) for k, x in v.to_mapping().items()}
         if isinstance(v, Path):
             return str(v)
         if isinstance(v, (list, tuple)):

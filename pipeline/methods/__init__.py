@@ -1,4 +1,5 @@
-"""Tuning methods as peers, one folder each: ``pipeline/methods/<name>/`` holds its config, module and weights.
+"""Tuning methods as peers, one folder each: ``pipeline/methods/<name>/`` holds its config, module, weights and
+its registration (:mod:`pipeline.methods.registry`).
 
 =================  ======================================================================================
 ``ptuning_v2``     P-Tuning v2 (ChatGLM ``ptuning``): trained key/values at every layer, no MLP by default
@@ -16,14 +17,16 @@ last token, trained with cross-entropy, for any method. The train config selects
       cls_head: false
       lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj]}
 
+The section accepts ``name``, ``cls_head`` and one sub-section per *registered* method: this module lists
+no method; it asks the registry (a method registered later, e.g. by a test, is accepted the same way).
 Every prompt method calls its number of virtual tokens ``pre_seq_len`` (PEFT's ``num_virtual_tokens``).
 
 On disk a checkpoint folder records its method in its method JSON: ``prefix_config.json`` for
 ``ptuning_v2`` (the historical name; older folders without a ``method`` key are ptuning_v2) and
-``adapter_config.json`` + ``adapter.safetensors`` for the others; ``cls_head.safetensors`` holds the
-heads. :func:`read_method_config` reads either; :func:`load_adapters` rebuilds any method on a base
-model and refuses one made for another model (exit-2 DataError). Methods sit below the model library
-(:mod:`pipeline.models`), which wires :class:`Adapters` into the forward pass.
+``adapter_config.json`` + ``adapter.safetensors`` for the others (each method's ``save`` / ``load``);
+``cls_head.safetensors`` holds the heads. :func:`read_method_config` reads either; :func:`load_adapters`
+rebuilds any method on a base model and refuses one made for another model (exit-2 DataError). Methods sit
+below the model library (:mod:`pipeline.models`), which wires :class:`Adapters` into the forward pass.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
-from pipeline.core.config import ConfigError
+from pipeline.core.config import ConfigError, build_dataclass
 from pipeline.core.io import DataError
 from pipeline.methods.base import (
     ADAPTER_CONFIG,
@@ -47,146 +50,247 @@ from pipeline.methods.base import (
     read_json_config,
     save_tensors,
     settings_from_dict,
-    write_adapter_config,
 )
 from pipeline.methods.cls_head import CLS_HEAD_WEIGHTS, ClsHead, head_labels
-from pipeline.methods.lora import LoraAdapter, LoraConfig, inject_lora
-from pipeline.methods.peft_format import is_peft_folder, peft_adapter_parts, peft_method_config
-from pipeline.methods.prefix_tuning import PrefixTuningConfig, PrefixTuningEncoder
-from pipeline.methods.prompt_tuning import PromptTuningConfig, SoftPrompt, init_prompt_from_text
-from pipeline.methods.ptuning_v1 import PromptEncoderV1, PTuningV1Config
-from pipeline.methods.ptuning_v2 import (
-    PREFIX_CONFIG,
-    PREFIX_WEIGHTS,
-    PrefixConfig,
-    PrefixEncoder,
-    export_static_prefix,
-    init_prefix_from_text,
-    load_prefix,
-    save_prefix,
+from pipeline.methods.registry import (
+    InputEmbeddingModule,
+    KeyValueModule,
+    Method,
+    MethodKind,
+    check_module,
+    get_method,
+    method_names,
+    names_of_kind,
+    register_method,
 )
-from pipeline.methods.ptuning_v2 import thudm
+
+# the shipped methods register themselves on import (registration order = the order of listings and configs)
+from pipeline.methods import ptuning_v2 as _ptuning_v2  # noqa: E402,F401,I001
+from pipeline.methods import prefix_tuning as _prefix_tuning  # noqa: E402,F401
+from pipeline.methods import prompt_tuning as _prompt_tuning  # noqa: E402,F401
+from pipeline.methods import ptuning_v1 as _ptuning_v1  # noqa: E402,F401
+from pipeline.methods import lora as _lora  # noqa: E402,F401
+from pipeline.methods.ptuning_v2 import PREFIX_CONFIG, export_static_prefix  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-#: Known method names (one folder each).
-METHODS: tuple[str, ...] = ("ptuning_v2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora")
-#: methods whose trained part is every layer's prefix key/values
-KEY_VALUE_METHODS: tuple[str, ...] = ("ptuning_v2", "prefix_tuning")
-#: methods whose trained part is input-layer virtual-token embeddings
-INPUT_METHODS: tuple[str, ...] = ("prompt_tuning", "ptuning_v1")
-#: methods with virtual tokens (a ``pre_seq_len``)
-PROMPT_METHODS: tuple[str, ...] = KEY_VALUE_METHODS + INPUT_METHODS
-#: methods with a text init (``init: text`` + ``init_text``)
-TEXT_INIT_METHODS: tuple[str, ...] = ("ptuning_v2", "prompt_tuning")
 
-SETTINGS_CLASSES: dict[str, type] = {"ptuning_v2": PrefixConfig, "prefix_tuning": PrefixTuningConfig,
-                                     "prompt_tuning": PromptTuningConfig, "ptuning_v1": PTuningV1Config,
-                                     "lora": LoraConfig}
+def key_value_methods() -> tuple[str, ...]:
+    """Methods whose trained part is every layer's prefix key/values."""
+    return names_of_kind(MethodKind.KEY_VALUES)
 
 
-@dataclasses.dataclass(frozen=True)
+def input_methods() -> tuple[str, ...]:
+    """Methods whose trained part is input-layer virtual-token embeddings."""
+    return names_of_kind(MethodKind.INPUT_EMBEDDINGS)
+
+
+def prompt_methods() -> tuple[str, ...]:
+    """Methods with virtual tokens (a ``pre_seq_len``)."""
+    return names_of_kind(MethodKind.KEY_VALUES, MethodKind.INPUT_EMBEDDINGS)
+
+
+def text_init_methods() -> tuple[str, ...]:
+    """Methods with a text init (``init: text`` + ``init_text``)."""
+    return tuple(n for n in method_names() if get_method(n).text_init is not None)
+
+
+# ------------------------------------------------------------------------------------- the config section
 class MethodConfig:
-    """The ``method`` section of a train config: which method, the cls_head option, and each method's settings."""
+    """The ``method`` section of a train config: which method, the cls_head option, and each method's settings.
 
-    # the tuning method to train: ptuning_v2 | prefix_tuning | prompt_tuning | ptuning_v1 | lora
-    name: Literal["ptuning_v2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora"] = "ptuning_v2"
-    # also train a linear head per intent level over the prompt's last token (cross-entropy); evaluate/predict then
-    # answer from the heads' probabilities
-    cls_head: bool = False
-    # P-Tuning v2 prefix settings (pre_seq_len 128, no projection, as in the paper)
-    ptuning_v2: PrefixConfig = PrefixConfig()
-    # prefix tuning settings (pre_seq_len, prefix_hidden_size of the reparameterisation MLP)
-    prefix_tuning: PrefixTuningConfig = PrefixTuningConfig()
-    # prompt tuning settings (pre_seq_len, init random | text, init_text)
-    prompt_tuning: PromptTuningConfig = PromptTuningConfig()
-    # P-Tuning v1 settings (pre_seq_len, encoder mlp | lstm, encoder_hidden_size)
-    ptuning_v1: PTuningV1Config = PTuningV1Config()
-    # LoRA settings (r, alpha, dropout, target_modules)
-    lora: LoraConfig = LoraConfig()
+    Keys: ``name`` (a registered method; default ``ptuning_v2``), ``cls_head`` (also train a linear head per
+    intent level over the prompt's last token, cross-entropy; evaluate/predict then answer from the heads'
+    probabilities) and one sub-section per registered method, named like it, of its ``settings_class``
+    (defaults where omitted). Frozen; ``config.method.<name>`` reads a sub-section. The typed config loader
+    builds it through :meth:`from_mapping` (unknown keys are errors naming the accepted ones) and writes it
+    through :meth:`to_mapping`.
+    """
+
+    __slots__ = ("name", "cls_head", "_sections")
+
+    def __init__(self, name: str = "ptuning_v2", cls_head: bool = False, **sections: Any):
+        if name not in method_names():
+            raise ConfigError(f"method.name: {name!r} is not one of {list(method_names())}", key="method.name")
+        unknown = sorted(set(sections) - set(method_names()))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join('method.' + k for k in unknown)}; MethodConfig accepts: "
+                              f"{', '.join(sorted(['name', 'cls_head', *method_names()]))}", key=f"method.{unknown[0]}")
+        filled: dict[str, Any] = {}
+        for method in map(get_method, method_names()):
+            value = sections.get(method.name, None)
+            if value is None:
+                value = method.settings_class()
+            elif not isinstance(value, method.settings_class):
+                raise TypeError(f"method.{method.name} must be a {method.settings_class.__name__}, got {value!r}")
+            filled[method.name] = value
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "cls_head", bool(cls_head))
+        object.__setattr__(self, "_sections", filled)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], prefix: str = "method.") -> MethodConfig:
+        """Build from a YAML mapping: every sub-section typed by its method's settings class (ConfigError naming keys)."""
+        allowed = ["name", "cls_head", *method_names()]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; MethodConfig accepts: "
+                              f"{', '.join(sorted(allowed))}", key=prefix + unknown[0])
+        name = data.get("name", "ptuning_v2")
+        if name not in method_names():
+            raise ConfigError(f"{prefix}name: {name!r} is not one of {list(method_names())}", key=prefix + "name")
+        cls_head = data.get("cls_head", False)
+        if not isinstance(cls_head, bool):
+            raise ConfigError(f"{prefix}cls_head: expected true/false, got {cls_head!r}", key=prefix + "cls_head")
+        sections = {}
+        for key in method_names():
+            value = data.get(key)
+            if value is None:
+                continue
+            method = get_method(key)
+            if isinstance(value, method.settings_class):
+                sections[key] = value
+            elif not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key}: expected a mapping for {method.settings_class.__name__}, got "
+                                  f"{value!r}", key=prefix + key)
+            else:
+                sections[key] = build_dataclass(method.settings_class, value, prefix=f"{prefix}{key}.")
+        return cls(name=name, cls_head=cls_head, **sections)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """``{"name", "cls_head", <method>: settings, ...}`` in registration order (what ``config_to_dict`` writes)."""
+        return {"name": self.name, "cls_head": self.cls_head, **self._sections}
+
+    def __getattr__(self, key: str) -> Any:
+        sections = object.__getattribute__(self, "_sections")
+        if key in sections:
+            return sections[key]
+        raise AttributeError(f"MethodConfig has no section {key!r}; registered methods: {', '.join(sections)}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {key!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle / deepcopy rebuild through __init__ (the object is frozen)
+        return (_method_config, (self.name, self.cls_head, dict(self._sections)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MethodConfig) and self.to_mapping() == other.to_mapping()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.cls_head, tuple(self._sections.items())))
+
+    def __repr__(self) -> str:
+        return f"MethodConfig(name={self.name!r}, cls_head={self.cls_head}, {self.name}={self.settings!r})"
+
+    @property
+    def method(self) -> Method:
+        """The selected method's registry entry."""
+        return get_method(self.name)
 
     @property
     def settings(self) -> Any:
         """The sub-section of the selected method."""
-        return getattr(self, self.name)
+        return self._sections[self.name]
 
     @property
     def pre_seq_len(self) -> int:
-        """Virtual tokens of the selected method (0 for LoRA)."""
-        return int(getattr(self.settings, "pre_seq_len", 0))
+        """Virtual tokens of the selected method (0 for a method without, e.g. LoRA)."""
+        return int(getattr(self.settings, "pre_seq_len", 0)) if self.method.has_virtual_tokens else 0
+
+
+def _method_config(name: str, cls_head: bool, sections: dict[str, Any]) -> MethodConfig:
+    """Rebuild a pickled :class:`MethodConfig`."""
+    return MethodConfig(name, cls_head, **sections)
 
 
 # ------------------------------------------------------------------------------------------ the bundle
 @dataclasses.dataclass
 class Adapters:
-    """What a method adds to a frozen model (at most one of ``prefix`` / ``prompt`` / ``lora``, plus heads).
+    """What a method adds to a frozen model: its module (by the method's kind) and the optional heads.
 
-    * ``prefix``: ``key_values(batch, dtype)`` -> every layer's ``(B, kv_heads, P, head_dim)`` pair
-      (:class:`PrefixEncoder`, :class:`StaticPrefix`, :class:`PrefixTuningEncoder`);
-    * ``prompt``: ``forward()`` -> input embeddings ``(P, hidden)`` (:class:`SoftPrompt`, :class:`PromptEncoderV1`);
-    * ``lora``: the :class:`LoraAdapter` already injected into the base model;
+    * ``module``: a :class:`~pipeline.methods.registry.KeyValueModule` (key/value methods), an
+      :class:`~pipeline.methods.registry.InputEmbeddingModule` (input-layer methods), a weight delta already
+      injected into the base model (LoRA), or None (the bare base model);
     * ``cls_head``: the per-level :class:`ClsHead`, or None.
+
+    ``method`` / ``settings`` are None for the bare base model (:func:`no_adapters`).
     """
 
-    method: str
+    method: str | None
     settings: Any
-    prefix: nn.Module | None = None
-    prompt: nn.Module | None = None
-    lora: LoraAdapter | None = None
+    module: nn.Module | None = None
     cls_head: ClsHead | None = None
 
     @property
-    def main(self) -> nn.Module | None:
-        """The method's own trained module (None for a base model)."""
-        return self.prefix if self.prefix is not None else self.prompt if self.prompt is not None else self.lora
+    def kind(self) -> MethodKind | None:
+        """The method's kind (None for the bare base model)."""
+        return get_method(self.method).kind if self.method is not None else None
+
+    @property
+    def prefix(self) -> KeyValueModule | None:
+        """The key/value module, if the method is a key/value one."""
+        return self.module if self.kind is MethodKind.KEY_VALUES else None
+
+    @property
+    def prompt(self) -> InputEmbeddingModule | None:
+        """The virtual-token embedding module, if the method is an input-layer one."""
+        return self.module if self.kind is MethodKind.INPUT_EMBEDDINGS else None
+
+    @property
+    def lora(self) -> nn.Module | None:
+        """The injected weight delta, if the method is one (LoRA)."""
+        return self.module if self.kind is MethodKind.WEIGHT_DELTA else None
+
+    @property
+    def pre_seq_len(self) -> int:
+        """Virtual tokens in use: the one source of the prefix length (0 without virtual tokens)."""
+        module = self.prefix if self.prefix is not None else self.prompt
+        return int(module.pre_seq_len) if module is not None else 0
+
+    @property
+    def positions_after_prefix(self) -> bool:
+        """Whether real tokens are numbered after the virtual tokens (always, for input-layer methods)."""
+        return True if self.prefix is None else bool(self.prefix.positions_after_prefix)
 
     def modules(self) -> list[nn.Module]:
         """Every module present (method + heads)."""
-        return [m for m in (self.main, self.cls_head) if m is not None]
+        return [m for m in (self.module, self.cls_head) if m is not None]
 
 
-def none_adapters() -> Adapters:
-    """The bare base model (P-Tuning v2 with no prefix: the historical 'no method' value)."""
-    return Adapters("ptuning_v2", PrefixConfig(pre_seq_len=0))
+def no_adapters() -> Adapters:
+    """The bare base model: no method, no heads."""
+    return Adapters(None, None)
 
 
-def embedding_std(model: nn.Module) -> float:
-    """Std of the model's vocabulary embeddings (the scale a random soft prompt starts at)."""
-    return float(model.get_input_embeddings().weight.detach().float().std())
+def _built(method: Method, settings: Any, model: nn.Module, facts: ArchFacts) -> nn.Module | None:
+    """``method.build`` checked against the method's interface (None only for a method's 'no tokens' setting)."""
+    module = method.build(settings, model, facts)
+    return None if module is None else check_module(method, module)
 
 
 def build_adapters(method: MethodConfig, model: nn.Module, facts: ArchFacts) -> Adapters:
-    """Fresh, randomly initialised adapters for ``method`` (LoRA is injected into ``model`` here)."""
-    name, settings = method.name, method.settings
-    out = Adapters(name, settings)
-    if name == "ptuning_v2":
-        out.prefix = PrefixEncoder(settings, facts) if settings.pre_seq_len > 0 else None
-    elif name == "prefix_tuning":
-        out.prefix = PrefixTuningEncoder(settings, facts)
-    elif name == "prompt_tuning":
-        out.prompt = SoftPrompt(settings, facts, init_std=embedding_std(model))
-    elif name == "ptuning_v1":
-        out.prompt = PromptEncoderV1(settings, facts)
-    elif name == "lora":
-        try:
-            out.lora = inject_lora(model, settings)
-        except ValueError as exc:  # a config naming no layer of this model: exit 2 naming the key
-            raise ConfigError(str(exc), key="method.lora.target_modules") from None
-    else:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    """Fresh, randomly initialised adapters for ``method`` (a weight delta is injected into ``model`` here)."""
+    entry = get_method(method.name)
+    try:
+        module = _built(entry, method.settings, model, facts)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        if entry.kind is MethodKind.WEIGHT_DELTA:  # e.g. LoRA targets that name no layer of this model: exit 2
+            raise ConfigError(str(exc), key=f"method.{entry.name}.target_modules") from None
+        raise
+    out = Adapters(entry.name, method.settings, module)
     if method.cls_head:
         out.cls_head = ClsHead(facts)
     return out
 
 
 def init_adapters_from_text(adapters: Adapters, model: nn.Module, token_ids: list[int]) -> None:
-    """``init: text``: P-Tuning v2 gets the model's key/values of the tokens, prompt tuning their embeddings."""
-    if adapters.method == "ptuning_v2":
-        init_prefix_from_text(adapters.prefix, model, token_ids)
-    elif adapters.method == "prompt_tuning":
-        init_prompt_from_text(adapters.prompt, model.get_input_embeddings().weight, token_ids)
-    else:
+    """``init: text``: the method's own text init (P-Tuning v2: the model's key/values, prompt tuning: embeddings)."""
+    entry = get_method(adapters.method) if adapters.method is not None else None
+    if entry is None or entry.text_init is None:
         raise ValueError(f"method {adapters.method} has no text init")
+    entry.text_init(adapters.module, model, token_ids)
 
 
 # ----------------------------------------------------------------------------------------- save / load
@@ -197,19 +301,13 @@ def save_adapters(adapters: Adapters, out_dir: str | Path, facts: ArchFacts,
     ``extra`` (model spec, step, prompts, ...) is merged into the JSON.
     """
     out_dir = Path(out_dir)
+    if adapters.method is None or adapters.module is None:
+        raise ValueError("nothing to save: the model has no adapter")
     meta = {"method": adapters.method, "cls_head": adapters.cls_head is not None, **(extra or {})}
     if adapters.cls_head is not None:
         meta["cls_labels"] = head_labels()
-    main = adapters.main
-    if main is None:
-        raise ValueError("nothing to save: the model has no adapter")
-    if adapters.method == "ptuning_v2":
-        if not isinstance(main, PrefixEncoder):
-            raise ValueError("only a trainable PrefixEncoder can be saved (a static prefix is an export)")
-        paths = save_prefix(main, out_dir, meta)
-    else:
-        paths = [save_tensors(main.state_dict(), out_dir / ADAPTER_WEIGHTS),
-                 write_adapter_config(out_dir, adapters.method, adapters.settings.to_dict(), facts, meta)]
+    entry = get_method(adapters.method)
+    paths = entry.save(entry, adapters.module, adapters.settings, out_dir, facts, meta)
     if adapters.cls_head is not None:
         paths.append(save_tensors(adapters.cls_head.state_dict(), out_dir / CLS_HEAD_WEIGHTS))
     return paths
@@ -217,8 +315,9 @@ def save_adapters(adapters: Adapters, out_dir: str | Path, facts: ArchFacts,
 
 def export_static(adapters: Adapters, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
     """Write a key/value method's computed prefix as a P-Tuning v2 static export (encoder-free inference)."""
-    if adapters.method not in KEY_VALUE_METHODS or adapters.prefix is None:
-        raise ValueError(f"a static prefix export needs one of {', '.join(KEY_VALUE_METHODS)}, not {adapters.method}")
+    if adapters.prefix is None:
+        raise ValueError(f"a static prefix export needs one of {', '.join(key_value_methods())}, "
+                         f"not {adapters.method}")
     return export_static_prefix(adapters.prefix, out_dir, {"source_method": adapters.method, **(extra or {})})
 
 
@@ -233,11 +332,14 @@ def read_method_config(folder: str | Path) -> dict[str, Any]:
     """A checkpoint folder's method JSON with ``method`` filled in (``ptuning_v2`` for older folders).
 
     DataError (exit 2) when the folder holds no method JSON, it is invalid, or names an unknown method.
-    A THUDM ``ptuning/main.py`` checkpoint reads as the ``ptuning_v2`` JSON it amounts to.
+    A Hugging Face PEFT adapter folder and a THUDM ``ptuning/main.py`` checkpoint read as the JSON they amount to.
     """
+    from pipeline.methods.peft_format import is_peft_folder, peft_method_config
+    from pipeline.methods.ptuning_v2 import thudm
+
     if is_peft_folder(folder):  # a Hugging Face PEFT adapter (pipeline.methods.peft_format)
         return peft_method_config(folder)
-    if thudm.is_thudm_prefix_dir(folder):  # hook: THUDM's own prefix layout
+    if thudm.is_thudm_prefix_dir(folder):  # THUDM's own prefix layout
         return thudm.thudm_method_config(folder)
     path = method_config_path(folder)
     if not path.exists():
@@ -245,51 +347,51 @@ def read_method_config(folder: str | Path) -> dict[str, Any]:
     data = read_json_config(path)
     data.setdefault("method", "ptuning_v2")
     data.setdefault("cls_head", False)
-    if data["method"] not in METHODS:
-        raise DataError(path, None, "method", f"unknown method {data['method']!r}; known: {', '.join(METHODS)}")
+    if data["method"] not in method_names():
+        raise DataError(path, None, "method", f"unknown method {data['method']!r}; known: {', '.join(method_names())}")
     return data
 
 
 def _settings(data: dict[str, Any], path: Path) -> Any:
     try:
-        return settings_from_dict(SETTINGS_CLASSES[data["method"]], data)
+        return settings_from_dict(get_method(data["method"]).settings_class, data)
     except (TypeError, ValueError) as exc:
         raise DataError(path, None, data["method"], f"bad method settings: {exc}") from None
 
 
-def load_adapters(folder: str | Path, model: nn.Module, facts: ArchFacts) -> Adapters:
-    """Rebuild the adapters saved in ``folder`` on ``model`` (LoRA is injected into it).
+def load_adapters(folder: str | Path, model: nn.Module, facts: ArchFacts,
+                  data: dict[str, Any] | None = None) -> Adapters:
+    """Rebuild the adapters saved in ``folder`` on ``model`` (a weight delta is injected into it).
 
+    ``data``: the folder's method JSON when the caller has read it already (:func:`read_method_config`).
     Refuses (DataError, exit 2) a checkpoint made for another base model: model type or shape facts differ.
     """
+    from pipeline.methods.peft_format import is_peft_folder, peft_adapter_parts
+    from pipeline.methods.ptuning_v2 import thudm
+
     folder = Path(folder)
     if is_peft_folder(folder):  # a Hugging Face PEFT adapter (pipeline.methods.peft_format)
-        return Adapters(**peft_adapter_parts(folder, model, facts))
-    if thudm.is_thudm_prefix_dir(folder):  # hook: THUDM's own prefix layout (positions from 0 after the prefix)
+        parts = peft_adapter_parts(folder, model, facts)
+        module = next(parts[k] for k in ("lora", "prefix", "prompt") if parts.get(k) is not None)
+        return Adapters(parts["method"], parts["settings"], module)
+    if thudm.is_thudm_prefix_dir(folder):  # THUDM's own prefix layout (positions from 0 after the prefix)
         prefix = thudm.load_thudm_prefix(folder, facts)
-        return Adapters("ptuning_v2", prefix.config, prefix=prefix)
-    data = read_method_config(folder)
+        return Adapters("ptuning_v2", prefix.config, prefix)
+    data = read_method_config(folder) if data is None else data
     path = method_config_path(folder)
     check_arch(data["arch"], facts, path, what=f"{data['method']} checkpoint")
-    method = data["method"]
-    out = Adapters(method, _settings(data, path))
-    if method == "ptuning_v2":
-        out.prefix = load_prefix(folder, facts)
-    else:
-        weights = folder / ADAPTER_WEIGHTS
-        tensors = load_tensors(weights)
-        if method == "prefix_tuning":
-            out.prefix = PrefixTuningEncoder(out.settings, facts)
-        elif method == "prompt_tuning":
-            out.prompt = SoftPrompt(out.settings, facts)
-        elif method == "ptuning_v1":
-            out.prompt = PromptEncoderV1(out.settings, facts)
-        else:
-            try:
-                out.lora = inject_lora(model, out.settings)
-            except ValueError as exc:
-                raise DataError(path, None, "target_modules", str(exc)) from None
-        load_into(out.main, tensors, weights)
+    entry = get_method(data["method"])
+    settings = _settings(data, path)
+    try:
+        module = check_module(entry, entry.load(entry, folder, data, settings, model, facts))
+    except ConfigError as exc:
+        raise DataError(path, None, (exc.key or entry.name).rsplit(".", 1)[-1], str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        field = "target_modules" if entry.kind is MethodKind.WEIGHT_DELTA else entry.name
+        raise DataError(path, None, field, str(exc)) from None
+    out = Adapters(entry.name, settings, module)
     if data.get("cls_head"):
         if data.get("cls_labels") != head_labels():
             raise DataError(path, None, "cls_labels", "the heads were trained on another label set than the "
@@ -302,8 +404,8 @@ def load_adapters(folder: str | Path, model: nn.Module, facts: ArchFacts) -> Ada
 def load_adapter_weights(adapters: Adapters, folder: str | Path) -> None:
     """Reload the trained weights of ``folder`` into existing adapters (a resume of the same run)."""
     folder = Path(folder)
-    weights = folder / (PREFIX_WEIGHTS if adapters.method == "ptuning_v2" else ADAPTER_WEIGHTS)
-    load_into(adapters.main, load_tensors(weights), weights)
+    weights = folder / get_method(adapters.method).weights_file
+    load_into(adapters.module, load_tensors(weights), weights)
     if adapters.cls_head is not None:
         load_into(adapters.cls_head, load_tensors(folder / CLS_HEAD_WEIGHTS), folder / CLS_HEAD_WEIGHTS)
 
@@ -313,7 +415,8 @@ def trainable_count(adapters: Adapters) -> int:
     return sum(p.numel() for m in adapters.modules() for p in m.parameters())
 
 
-__all__ = ["INPUT_METHODS", "KEY_VALUE_METHODS", "METHODS", "PROMPT_METHODS", "SETTINGS_CLASSES",
-           "TEXT_INIT_METHODS", "Adapters", "MethodConfig", "build_adapters", "embedding_std", "export_static",
-           "init_adapters_from_text", "load_adapter_weights", "load_adapters", "method_config_path", "none_adapters",
-           "read_method_config", "save_adapters", "trainable_count"]
+__all__ = ["ADAPTER_WEIGHTS", "Adapters", "InputEmbeddingModule", "KeyValueModule", "Method", "MethodConfig",
+           "MethodKind", "build_adapters", "export_static", "get_method", "init_adapters_from_text",
+           "input_methods", "key_value_methods", "load_adapter_weights", "load_adapters", "method_config_path",
+           "method_names", "no_adapters", "prompt_methods", "read_method_config", "register_method", "save_adapters",
+           "text_init_methods", "trainable_count"]

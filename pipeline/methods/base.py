@@ -28,6 +28,9 @@ ADAPTER_WEIGHTS = "adapter.safetensors"
 #: version of the adapter JSON layout
 ADAPTER_FORMAT_VERSION = 1
 
+#: every layer's ``(key, value)`` prefix, each ``(B, kv_heads, P, head_dim)``
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchFacts:
@@ -163,6 +166,6 @@ def check_arch(saved: dict[str, Any], facts: ArchFacts, path: Path, what: str = 
                             f"{what} was saved for {key}={saved[key]}, the model has {getattr(facts, key)}")
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_FORMAT_VERSION", "ADAPTER_WEIGHTS", "ArchFacts", "arch_facts", "check_arch",
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_FORMAT_VERSION", "ADAPTER_WEIGHTS", "ArchFacts", "KeyValues", "arch_facts", "check_arch",
            "eval_mode", "load_into", "load_tensors", "read_json_config", "save_tensors", "settings_from_dict",
            "write_adapter_config"]

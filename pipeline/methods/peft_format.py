@@ -238,7 +238,7 @@ def peft_payload(adapters: Any, facts: ArchFacts) -> tuple[dict[str, Any], dict[
     if adapters.cls_head is not None:
         raise DataError(where, None, "cls_head", "the per-level classification heads have no PEFT equivalent; "
                                                  "export a checkpoint trained without cls_head")
-    method, main = adapters.method, adapters.main
+    method, main = adapters.method, adapters.module
     if main is None:
         raise DataError(where, None, "method", "the base model has no adapter to export")
     with eval_mode(main):

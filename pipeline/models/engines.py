@@ -1,7 +1,8 @@
-"""Training engines for a :class:`~pipeline.models.lm.PrefixLM`: DeepSpeed (default) and plain torch.
+"""Training engines for a :class:`~pipeline.models.lm.AdaptedLM`: DeepSpeed (default) and plain torch.
 
-Both implement the one :class:`Engine` interface (``module``, ``train_step``, ``save_state``,
-``load_state``, ``gathered_prefix``) and take the optimisation settings as one typed
+Both implement the one :class:`Engine` interface (``module``, ``current_lr``, ``forward``, ``backward``,
+``step``, ``save_state``, ``load_state``, ``gathered_prefix``; the train recipe's loop calls
+``forward`` / ``backward`` per micro-batch and ``step`` once per optimizer step) and take the optimisation settings as one typed
 :class:`OptimConfig` (the train config's ``optim`` section); the DeepSpeed engine additionally
 takes its JSON config and the weights dtype.
 
@@ -196,12 +197,29 @@ class Engine(abc.ABC):
     @property
     @abc.abstractmethod
     def module(self) -> torch.nn.Module:
-        """The (possibly wrapped-then-unwrapped) PrefixLM being trained."""
+        """The (possibly wrapped-then-unwrapped) AdaptedLM being trained."""
 
     @abc.abstractmethod
-    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
-        """One optimizer step over ``gradient_accumulation_steps`` micro-batches (each ``input_ids``,
-        ``attention_mask``, ``labels`` of shape ``(B, T)``); returns ``(mean loss, grad norm, lr used)``."""
+    def current_lr(self) -> float:
+        """The learning rate the next :meth:`step` applies."""
+
+    @abc.abstractmethod
+    def forward(self, micro_batch: dict[str, torch.Tensor]) -> Any:
+        """The model's training forward on one micro-batch (``input_ids``, ``attention_mask``, ``labels`` ``(B, T)``,
+        or ``class_labels``); the output's ``loss`` is the micro-batch's mean loss."""
+
+    @abc.abstractmethod
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradient of one micro-batch's loss (scaled by 1 / ``gradient_accumulation_steps``)."""
+
+    @abc.abstractmethod
+    def step(self) -> float | None:
+        """The optimizer + scheduler step after the micro-batches' backward passes; returns the grad norm
+        (before clipping; None where the engine cannot tell)."""
+
+    def mean_loss(self, total: float, n: int) -> float:
+        """The step's loss for the log: ``total`` (the sum of ``n`` micro-batch losses) averaged (over ranks too)."""
+        return total / n
 
     @abc.abstractmethod
     def save_state(self, ckpt_dir: Path) -> dict[str, Any]:
@@ -214,11 +232,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def gathered_prefix(self) -> contextlib.AbstractContextManager[None]:
         """Context in which the full prefix weights are local (collective under ZeRO-3)."""
-
-    def check_micro_batches(self, micro_batches: Sequence[Any], grad_accum: int) -> None:
-        """Refuse a step whose micro-batch count is not ``gradient_accumulation_steps``."""
-        if len(micro_batches) != grad_accum:
-            raise ValueError("micro-batch count must equal gradient_accumulation_steps")
 
 
 class TorchEngine(Engine):
@@ -237,22 +250,24 @@ class TorchEngine(Engine):
     def module(self) -> torch.nn.Module:
         return self.lm
 
-    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
-        """One optimizer step; returns ``(mean loss, pre-clip grad norm, lr used)``."""
-        self.check_micro_batches(micro_batches, self.optim.gradient_accumulation_steps)
-        clip = self.optim.max_grad_norm
+    def current_lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def forward(self, micro_batch: dict[str, torch.Tensor]) -> Any:
         self.lm.train()
-        lr = self.scheduler.get_last_lr()[0]
-        total = 0.0
-        for mb in micro_batches:
-            loss = self.lm(**mb).loss
-            (loss / len(micro_batches)).backward()
-            total += float(loss.detach())
+        return self.lm(**micro_batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.optim.gradient_accumulation_steps).backward()
+
+    def step(self) -> float | None:
+        """Clip, AdamW step, schedule step, zero the gradients; returns the pre-clip grad norm."""
+        clip = self.optim.max_grad_norm
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip)) if clip > 0 else grad_norm(self.params)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / len(micro_batches), norm, lr
+        return norm
 
     def save_state(self, ckpt_dir: Path) -> dict[str, Any]:
         """Optimizer + scheduler state for ``trainer_state.pt`` (nothing written here)."""
@@ -271,7 +286,7 @@ class TorchEngine(Engine):
 
 
 class DeepSpeedEngine(Engine):
-    """``deepspeed.initialize`` over the PrefixLM with only the prefix parameters trainable.
+    """``deepspeed.initialize`` over the AdaptedLM with only the prefix parameters trainable.
 
     Optimizer/scheduler state lives in a DeepSpeed checkpoint (``<ckpt>/deepspeed/``, frozen base
     weights excluded) so partitioned ZeRO states resume on any rank layout DeepSpeed supports.
@@ -311,6 +326,7 @@ class DeepSpeedEngine(Engine):
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=lm, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
         self.params = params
+        self._pending = 0  # micro-batches since the last optimizer step
         log.info("DeepSpeed engine: ZeRO-%d, world size %d, bf16=%s fp16=%s, optimizer %s", self.zero_stage,
                  self.world_size, self.ds_config["bf16"]["enabled"], self.ds_config["fp16"]["enabled"],
                  type(self.optimizer).__name__)
@@ -322,27 +338,33 @@ class DeepSpeedEngine(Engine):
     def current_lr(self) -> float:
         return float(self.engine.get_lr()[0])
 
-    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float | None, float]:
-        """One optimizer step (DeepSpeed scales each loss by 1/accumulation and steps on the boundary)."""
-        self.check_micro_batches(micro_batches, self.engine.gradient_accumulation_steps())
+    def forward(self, micro_batch: dict[str, torch.Tensor]) -> Any:
         self.engine.train()
-        lr = self.current_lr()
-        total, norm = 0.0, None
-        for i, mb in enumerate(micro_batches):
-            loss = self.engine(**mb).loss
-            self.engine.backward(loss)
-            if i == len(micro_batches) - 1 and self.zero_stage == 0:
-                norm = grad_norm(self.engine.module.trainable_parameters())  # ZeRO-0 does not report it
+        return self.engine(**micro_batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """DeepSpeed scales the loss by 1/accumulation; its ``step`` must follow every backward (it steps the
+        optimizer only on the accumulation boundary, which :meth:`step` is)."""
+        self.engine.backward(loss)
+        self._pending += 1
+        if self._pending < self.engine.gradient_accumulation_steps():
             self.engine.step()
-            total += float(loss.detach())
+
+    def step(self) -> float | None:
+        norm = None
+        if self.zero_stage == 0:
+            norm = grad_norm(self.engine.module.trainable_parameters())  # ZeRO-0 does not report it
+        self.engine.step()
+        self._pending = 0
+        ds_norm = self.engine.get_global_grad_norm()
+        return float(ds_norm) if ds_norm is not None else norm
+
+    def mean_loss(self, total: float, n: int) -> float:
         if self.world_size > 1:  # log the mean loss over data-parallel ranks, not rank 0's share
             mean = torch.tensor(total, dtype=torch.float64, device=self.engine.device)
             torch.distributed.all_reduce(mean)
             total = float(mean) / self.world_size
-        ds_norm = self.engine.get_global_grad_norm()
-        if ds_norm is not None:
-            norm = float(ds_norm)
-        return total / len(micro_batches), norm, lr
+        return total / n
 
     def save_state(self, ckpt_dir: Path) -> dict[str, Any]:
         """Write the DeepSpeed checkpoint (every rank must call this) into ``<ckpt_dir>/deepspeed``."""

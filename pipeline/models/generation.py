@@ -1,4 +1,4 @@
-"""Greedy generation and candidate scoring with a :class:`~pipeline.models.lm.PrefixLM`.
+"""Greedy generation and candidate scoring with a :class:`~pipeline.models.lm.AdaptedLM`.
 
 * :func:`generate` -- batched greedy decoding over the KV cache: prompts left-padded, the prefix
   computed once per batch and shared by its rows, each row stops at its own EOS or at the end of its
@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 
 from pipeline.core.answer import answer_line_done
 from pipeline.methods.base import eval_mode
-from pipeline.models.lm import PrefixLM, encode_chat_prompt
+from pipeline.models.lm import AdaptedLM, encode_chat_prompt
 from pipeline.models.tokenizer import pad_token_id
 
 log = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def eos_token_ids(lm: PrefixLM, tokenizer: Any) -> list[int]:
+def eos_token_ids(lm: AdaptedLM, tokenizer: Any) -> list[int]:
     """Every id that ends a reply: the tokenizer's EOS plus the model's generation-config EOS ids."""
     ids: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)):
@@ -85,7 +85,7 @@ class Reply(NamedTuple):
 
 @torch.no_grad()
 def generate_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
+    lm: AdaptedLM, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
     stop: StopFn | None = None,
 ) -> list[list[int]]:
     """Greedy-decode one batch of token-id prompts; returns the new ids per row, EOS excluded.
@@ -132,20 +132,20 @@ def answer_stop(tokenizer: Any) -> StopFn:
     return lambda ids: answer_line_done(tokenizer.decode(ids, skip_special_tokens=True))
 
 
-def generate(lm: PrefixLM, tokenizer: Any, prompts: list[str], *args: Any, **kwargs: Any) -> list[str]:
+def generate(lm: AdaptedLM, tokenizer: Any, prompts: list[str], *args: Any, **kwargs: Any) -> list[str]:
     """Greedy replies to raw ``prompts`` (the chat format is applied here via ``build_chat_prompt``); the other
     arguments are :func:`generate_replies`'."""
     return [r.text for r in generate_replies(lm, tokenizer, prompts, *args, **kwargs)]
 
 
-def generate_timed(lm: PrefixLM, tokenizer: Any, prompts: list[str], *args: Any,
+def generate_timed(lm: AdaptedLM, tokenizer: Any, prompts: list[str], *args: Any,
                    **kwargs: Any) -> list[tuple[str, float]]:
     """Like :func:`generate` but also returns each row's latency (its batch's wall time / batch rows)."""
     return [(r.text, r.latency_s) for r in generate_replies(lm, tokenizer, prompts, *args, **kwargs)]
 
 
 def generate_replies(
-    lm: PrefixLM,
+    lm: AdaptedLM,
     tokenizer: Any,
     prompts: list[str],
     max_new_tokens: int = 128,
@@ -174,7 +174,7 @@ def generate_replies(
 
 # ------------------------------------------------------------------------------------------ cls heads
 @torch.no_grad()
-def head_probabilities(lm: PrefixLM, tokenizer: Any, prompts: Sequence[str],
+def head_probabilities(lm: AdaptedLM, tokenizer: Any, prompts: Sequence[str],
                        batch_size: int = 8) -> list[dict[str, dict[str, float]]]:
     """Per prompt ``{level: {label: p}}`` from the cls heads over the chat-formatted prompt's last token."""
     from pipeline.methods.cls_head import probabilities
@@ -193,7 +193,7 @@ def head_probabilities(lm: PrefixLM, tokenizer: Any, prompts: Sequence[str],
 # -------------------------------------------------------------------------------------------- scoring
 @torch.no_grad()
 def score_ids(
-    lm: PrefixLM, prompt_ids: Sequence[Sequence[int]], cand_ids: Sequence[Sequence[int]], pad_id: int
+    lm: AdaptedLM, prompt_ids: Sequence[Sequence[int]], cand_ids: Sequence[Sequence[int]], pad_id: int
 ) -> torch.Tensor:
     """Summed log-probs ``(b, k)`` of each candidate-id list after each prompt-id list.
 
@@ -226,7 +226,7 @@ def score_ids(
 
 
 def score_candidates(
-    lm: PrefixLM,
+    lm: AdaptedLM,
     tokenizer: Any,
     prompts: list[str],
     candidates: list[str],

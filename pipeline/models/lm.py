@@ -1,8 +1,9 @@
-"""A frozen Hugging Face causal LM plus one tuning method: :class:`PrefixLM`, :func:`load_model`, the chat format.
+"""A frozen Hugging Face causal LM plus one tuning method: :class:`AdaptedLM`, :func:`load_model`, the chat format.
 
 Every method of :mod:`pipeline.methods` runs through the same class and the same call path
 (``new_cache`` / ``extend_mask`` / ``position_offset`` / ``call_base``), so generation, label scoring and
-training need no per-method code:
+training need no per-method code; the path is chosen by the method's kind
+(:class:`~pipeline.methods.registry.MethodKind`), never by its name:
 
 * **key/value methods** (``ptuning_v2``, ``prefix_tuning``): the prefix encoder gives every layer's
   key/values directly;
@@ -12,7 +13,7 @@ training need no per-method code:
   (virtual tokens never see real ones), but the virtual tokens are computed once per forward instead of
   once per row, with gradients flowing back through the frozen layers into the prompt;
 * **LoRA**: the adapted linears sit inside the base model; no virtual tokens (``pre_seq_len == 0``);
-* **cls_head** (any method): :meth:`PrefixLM.head_logits` reads the prompt's last hidden state.
+* **cls_head** (any method): :meth:`AdaptedLM.head_logits` reads the prompt's last hidden state.
 
 How the prefix reaches the model
 --------------------------------
@@ -63,12 +64,12 @@ from pipeline.methods import (
     export_static,
     load_adapter_weights,
     load_adapters,
-    none_adapters,
-    read_method_config,
+    no_adapters,
     save_adapters,
 )
-from pipeline.methods.base import ArchFacts, arch_facts
-from pipeline.methods.ptuning_v2 import KeyValues, PrefixConfig, PrefixEncoder, StaticPrefix, expand_key_values
+from pipeline.methods.base import ArchFacts, KeyValues, arch_facts
+from pipeline.methods.ptuning_v2 import StaticPrefix, expand_key_values
+from pipeline.models.checkpoint import Checkpoint, as_checkpoint
 from pipeline.models.store import resolve_model_dir
 from pipeline.models.tokenizer import load_tokenizer
 
@@ -150,40 +151,34 @@ class ClassOutput:
     class_logits: dict[str, torch.Tensor]
 
 
-# ------------------------------------------------------------------------------------------- PrefixLM
-class PrefixLM(nn.Module):
+# ------------------------------------------------------------------------------------------ AdaptedLM
+class AdaptedLM(nn.Module):
     """A frozen causal LM plus the trainable part of one tuning method (:class:`~pipeline.methods.Adapters`).
 
     Args:
         model: any HF causal LM (Llama, Qwen2, GLM, GLM-4, GPT-2, converted ChatGLM ...). Every
             base weight gets ``requires_grad=False`` and the base stays in eval mode (no dropout).
-        prefix_config: P-Tuning v2 shortcut: builds a fresh :class:`PrefixEncoder` (``pre_seq_len=0`` or
-            None = no prefix).
-        prefix: P-Tuning v2 shortcut: an existing :class:`PrefixEncoder` / :class:`StaticPrefix`.
+        adapters: the method's adapters (:func:`pipeline.methods.build_adapters` / ``load_adapters``; a weight
+            delta such as LoRA already injected into ``model``), or a :class:`~pipeline.methods.MethodConfig` to
+            build fresh ones from; None = the bare base model.
         supervised_logits_only: default of the same-named :meth:`forward` argument. True: a forward
             *with labels* projects only the supervised positions onto the vocabulary (same loss and
             gradients, ~1.3x faster SFT steps; ``logits`` is then ``(N, vocab)``).
-        adapters: any method's adapters (:func:`pipeline.methods.build_adapters` / ``load_adapters``; LoRA
-            already injected into ``model``); overrides ``prefix_config`` / ``prefix``.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        prefix_config: PrefixConfig | None = None,
-        prefix: PrefixEncoder | StaticPrefix | None = None,
+        adapters: Adapters | MethodConfig | None = None,
         supervised_logits_only: bool = True,
-        adapters: Adapters | None = None,
     ):
         super().__init__()
         self.model = model
         self.supervised_logits_only = supervised_logits_only
         self.facts: ArchFacts = arch_facts(model.config)
-        if adapters is None:
-            if prefix is None and prefix_config is not None and prefix_config.pre_seq_len > 0:
-                prefix = PrefixEncoder(prefix_config, self.facts)
-            adapters = none_adapters() if prefix is None and prefix_config is None else Adapters(
-                "ptuning_v2", prefix.config if prefix is not None else prefix_config, prefix=prefix)
+        if isinstance(adapters, MethodConfig):
+            adapters = build_adapters(adapters, model, self.facts)
+        adapters = no_adapters() if adapters is None else adapters
         for p in self.model.parameters():
             p.requires_grad_(False)
         device = next(model.parameters()).device
@@ -193,9 +188,6 @@ class PrefixLM(nn.Module):
         self.adapters, self.method = adapters, adapters.method
         self.prefix, self.prompt, self.lora, self.cls_head = (adapters.prefix, adapters.prompt, adapters.lora,
                                                               adapters.cls_head)
-        self.prefix_config = self.prefix.config if self.prefix is not None else (
-            prefix_config if adapters.method == "ptuning_v2" and prefix_config is not None
-            else PrefixConfig(pre_seq_len=0))
         self._cache_kwarg = cache_kwarg_name(model)
         self._decoder = getattr(model, "base_model", model)
         self._decoder_cache_kwarg = cache_kwarg_name(self._decoder)
@@ -205,17 +197,13 @@ class PrefixLM(nn.Module):
     # -- facts
     @property
     def pre_seq_len(self) -> int:
-        """Number of virtual tokens actually in use (0 without a prefix, with LoRA, or for the base model)."""
-        if self.prefix is not None:
-            return self.prefix.config.pre_seq_len
-        return self.prompt.config.pre_seq_len if self.prompt is not None else 0
+        """Number of virtual tokens in use (0 for a method without, e.g. LoRA, or for the base model)."""
+        return self.adapters.pre_seq_len
 
     @property
     def position_offset(self) -> int:
         """Position of the first real token (see the module docstring): after input-layer virtual tokens always."""
-        if self.prompt is not None:
-            return self.pre_seq_len
-        return self.pre_seq_len if self.prefix_config.positions_after_prefix else 0
+        return self.pre_seq_len if self.adapters.positions_after_prefix else 0
 
     @property
     def config(self) -> Any:
@@ -235,7 +223,7 @@ class PrefixLM(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- modes
-    def train(self, mode: bool = True) -> PrefixLM:
+    def train(self, mode: bool = True) -> AdaptedLM:
         """Train the adapters; the base model stays in eval mode (its dropout off) whatever ``mode`` is."""
         super().train(mode)
         self.model.eval()
@@ -424,9 +412,6 @@ class PrefixLM(nn.Module):
         """Write the method's trained weights + method JSON (+ heads): see :func:`pipeline.methods.save_adapters`."""
         return save_adapters(self.adapters, out_dir, self.facts, extra)
 
-    #: the historical name (P-Tuning v2 only had a prefix)
-    save_prefix = save_adapter
-
     def load_adapter_weights(self, folder: str | Path) -> None:
         """Reload this method's trained weights from a checkpoint folder of the same run (resume)."""
         load_adapter_weights(self.adapters, folder)
@@ -455,44 +440,45 @@ def load_base_model(model_dir: str | Path, dtype: str = "float32", device: str =
 
 def load_model(
     spec: str,
-    prefix_dir: str | Path | None = None,
-    prefix_config: PrefixConfig | None = None,
+    checkpoint: Checkpoint | str | Path | None = None,
     dtype: str = "float32",
     device: str = "cpu",
-    method: MethodConfig | None = None,
     system_prompt: str | None = SYSTEM_PROMPT,
-) -> tuple[PrefixLM, Any]:
-    """Load a model spec (``smollm2`` | ``tiny:<name>`` | folder) as a :class:`PrefixLM` plus tokenizer.
+    method: MethodConfig | None = None,
+) -> tuple[AdaptedLM, Any]:
+    """Load a model spec (``smollm2`` | ``tiny:<name>`` | folder) as an :class:`AdaptedLM` plus tokenizer.
 
-    The one loader for every method:
+    The one loader for every method; the adapters come from exactly one place:
 
-    * ``prefix_dir``: a train checkpoint folder of any method (its method JSON says which; a static export
-      too); a checkpoint made for another base model is an exit-2 DataError;
-    * else ``method``: fresh adapters of the selected method (training);
-    * else ``prefix_config`` with ``pre_seq_len > 0``: a fresh P-Tuning v2 encoder;
-    * else the bare base model, still wrapped (``pre_seq_len == 0``) so every call path is the same.
+    * ``checkpoint``: a train checkpoint of any method (a folder, read and verified by
+      :func:`pipeline.models.checkpoint.read_checkpoint`, or the :class:`Checkpoint` already read); its method JSON
+      says which method (a static export too); one made for another base model is an exit-2 DataError;
+    * ``method``: fresh adapters of the selected method (training);
+    * neither: the bare base model, still wrapped (``pre_seq_len == 0``) so every call path is the same.
 
     The adapter parameters stay float32 whatever ``dtype`` the base model gets (cast per forward).
     The tokenizer carries the chat format's system prompt (:func:`set_system_prompt`): the one a checkpoint
     recorded at training time (:data:`SYSTEM_PROMPT` for checkpoints older than the record), else
     ``system_prompt``.
     """
+    if checkpoint is not None and method is not None:
+        raise ValueError("load_model takes a checkpoint or a method for fresh adapters, not both")
+    ckpt = as_checkpoint(checkpoint) if checkpoint is not None else None
     model_dir = resolve_model_dir(spec)
     model = load_base_model(model_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(model_dir)
     facts = arch_facts(model.config)
     adapters = None
-    if prefix_dir is not None:
-        if prefix_config is not None or method is not None:
-            log.warning("prefix_dir given: ignoring the method settings passed along")
-        adapters = load_adapters(prefix_dir, model, facts)
-        system_prompt = read_method_config(prefix_dir).get("system_prompt", SYSTEM_PROMPT)
+    if ckpt is not None:
+        adapters = load_adapters(ckpt.folder, model, facts, data=ckpt.meta)
+        system_prompt = ckpt.system_prompt(SYSTEM_PROMPT)
     elif method is not None:
         adapters = build_adapters(method, model, facts)
     set_system_prompt(tokenizer, system_prompt)
-    lm = PrefixLM(model, prefix_config=prefix_config, adapters=adapters)
+    lm = AdaptedLM(model, adapters)
     log.info("loaded %s (%s) with method %s, %d virtual tokens, %d trainable parameters", spec,
-             type(model).__name__, lm.method, lm.pre_seq_len, sum(p.numel() for p in lm.trainable_parameters()))
+             type(model).__name__, lm.method or "none", lm.pre_seq_len,
+             sum(p.numel() for p in lm.trainable_parameters()))
     return lm, tokenizer
 
 

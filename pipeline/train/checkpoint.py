@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,16 +39,14 @@ from pipeline.core.binary import read_torch
 from pipeline.core.config import config_to_dict
 from pipeline.core.io import DataError, atomic_path, read_json_object, sha256_file, write_json
 from pipeline.core.stage import committed_dir
+from pipeline.models.checkpoint import INDEX_FILE, STATE_FILE, STEP_DIR, folder_files, index_problem
 from pipeline.models.engines import Engine
 from pipeline.train.config import TrainConfig, split_file
 from pipeline.train.runtime import barrier, resolve_repo_path
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
-INDEX_FILE = "checkpoint.json"
-STEP_DIR = re.compile(r"^step-(\d+)$")
 FRESH = ("never", "none")
 
 #: dotted config keys that do not change what a run computes (see the module docstring)
@@ -113,36 +110,10 @@ def step_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` except its ``checkpoint.json``, sorted."""
-    return sorted(f for f in folder.rglob("*") if f.is_file() and f != folder / INDEX_FILE)
-
-
 def write_index(folder: Path, facts: dict[str, Any], step: int) -> None:
     """``checkpoint.json``: fingerprint, facts, step and the sha256 of every other file (written last)."""
     files = {str(f.relative_to(folder)): sha256_file(f) for f in folder_files(folder)}
     write_json(folder / INDEX_FILE, {"fingerprint": fingerprint(facts), "step": step, "facts": facts, "files": files})
-
-
-def checkpoint_problem(folder: Path, need_state: bool = True) -> str | None:
-    """Why ``folder`` is not an intact checkpoint (missing index, missing or changed file), or None.
-
-    ``need_state=False`` for ``best/`` and ``final/`` (method files only, no trainer state).
-    """
-    try:
-        index = read_json_object(folder / INDEX_FILE)
-    except DataError as exc:
-        return f"{INDEX_FILE}: {exc} (an incomplete checkpoint or one written by an older version)"
-    files = index.get("files")
-    if not isinstance(files, dict) or not isinstance(index.get("facts"), dict) or (need_state and STATE_FILE not in files):
-        return f"{INDEX_FILE} lacks its file list, facts or {STATE_FILE}"
-    for rel, digest in files.items():
-        f = folder / rel
-        if not f.is_file():
-            return f"{rel} is missing"
-        if sha256_file(f) != digest:
-            return f"{rel} changed since it was written (truncated or corrupt)"
-    return None
 
 
 def check_same_run(folder: Path, facts: dict[str, Any]) -> None:
@@ -167,9 +138,10 @@ class ResumePlan:
 
 
 def newest_intact(found: list[tuple[int, Path]]) -> Path | None:
-    """The newest folder of ``found`` that :func:`checkpoint_problem` accepts (others skipped with a warning)."""
+    """The newest folder of ``found`` that :func:`~pipeline.models.checkpoint.index_problem` accepts (others are
+    skipped with a warning)."""
     for _, path in reversed(found):
-        problem = checkpoint_problem(path)
+        problem = index_problem(path)
         if problem is None:
             return path
         log.warning("skipping damaged checkpoint %s: %s", path, problem)
@@ -200,7 +172,7 @@ def plan_resume(cfg: TrainConfig, facts: dict[str, Any]) -> ResumePlan:
     path = Path(resume)
     if not (path / STATE_FILE).exists():
         raise DataError(path / STATE_FILE, None, "checkpoint.resume", "not a train checkpoint (no trainer_state.pt)")
-    problem = checkpoint_problem(path)
+    problem = index_problem(path)
     if problem is not None:
         raise DataError(path, None, "checkpoint.resume", f"damaged checkpoint: {problem}")
     check_same_run(path, facts)
@@ -244,7 +216,7 @@ def apply_resume_plan(plan: ResumePlan, cfg: TrainConfig) -> Path | None:
 
 def is_best_of(folder: Path, facts: dict[str, Any], step: int) -> bool:
     """True when ``folder`` is an intact ``best/`` of this run (same fingerprint) saved at ``step``."""
-    if checkpoint_problem(folder, need_state=False) is not None:
+    if index_problem(folder, need_state=False) is not None:
         return False
     index = read_json_object(folder / INDEX_FILE)
     return index.get("fingerprint") == fingerprint(facts) and index.get("step") == step
@@ -334,6 +306,6 @@ def prune_checkpoints(out_dir: Path, keep: int | None, protect: Path | None = No
 
 
 __all__ = ["CONFIG_FILE", "INDEX_FILE", "STATE_FILE", "ResumePlan", "apply_resume_plan", "check_same_run",
-           "checkpoint_problem", "clear_run_state", "describe_differences", "fingerprint", "is_best_of",
+           "clear_run_state", "describe_differences", "fingerprint", "is_best_of",
            "load_trainer_state", "plan_resume", "prune_checkpoints", "public_config", "replace_dir", "restore_best",
            "run_facts", "save_checkpoint", "step_checkpoints"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.core.config import ConfigError
-from pipeline.methods import KEY_VALUE_METHODS, PROMPT_METHODS, MethodConfig
+from pipeline.methods import MethodConfig, key_value_methods, prompt_methods
 from pipeline.models.engines import OptimConfig
 from pipeline.models.lm import SYSTEM_PROMPT
 
@@ -151,12 +151,12 @@ def check_config(cfg: TrainConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}", key=key)
-    if cfg.method.name in PROMPT_METHODS and cfg.method.pre_seq_len < 1:
+    if cfg.method.name in prompt_methods() and cfg.method.pre_seq_len < 1:
         raise ConfigError(f"method.{cfg.method.name}.pre_seq_len must be >= 1 to train a prefix",
                           key=f"method.{cfg.method.name}.pre_seq_len")
-    if cfg.checkpoint.export_static_prefix and cfg.method.name not in KEY_VALUE_METHODS:
+    if cfg.checkpoint.export_static_prefix and cfg.method.name not in key_value_methods():
         raise ConfigError(f"checkpoint.export_static_prefix needs a key/value method "
-                          f"({', '.join(KEY_VALUE_METHODS)}), not {cfg.method.name}", key="checkpoint.export_static_prefix")
+                          f"({', '.join(key_value_methods())}), not {cfg.method.name}", key="checkpoint.export_static_prefix")
     if cfg.optim.learning_rate <= 0:
         raise ConfigError("optim.learning_rate must be > 0", key="optim.learning_rate")
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pipeline.core.config import ConfigError
 from pipeline.core.io import fault_point, load_jsonl, write_json, write_jsonl
 from pipeline.core.stage import StageResult
-from pipeline.methods import TEXT_INIT_METHODS, init_adapters_from_text
+from pipeline.methods import init_adapters_from_text, text_init_methods
 from pipeline.models.data import BatchSampler, Example, collate, encode_rows
 from pipeline.models.engines import build_engine
 from pipeline.models.lm import load_model
@@ -71,7 +71,7 @@ def init_prefix(lm: Any, tokenizer: Any, cfg: TrainConfig) -> None:
     """Apply a text init (``method.<ptuning_v2|prompt_tuning>.init: text``) to the fresh adapters; a resume
     overwrites it later."""
     settings = cfg.method.settings
-    if cfg.method.name not in TEXT_INIT_METHODS or getattr(settings, "init", "random") != "text":
+    if cfg.method.name not in text_init_methods() or getattr(settings, "init", "random") != "text":
         return
     ids = tokenizer(settings.init_text, add_special_tokens=False)["input_ids"]
     if not ids:
@@ -176,7 +176,14 @@ class TrainRecipe:
                 batch = collate([self.train_ex[i] for i in idx], self.pad_id)
                 n_tokens += int(batch["attention_mask"].sum())
                 micro.append({k: v.to(self.device) for k, v in batch.items()})
-            loss, gnorm, lr = self.engine.train_step(micro)
+            # the step: forward and backward per micro-batch, then one optimizer step (the engine hides DeepSpeed)
+            lr, total = self.engine.current_lr(), 0.0
+            for mb in micro:
+                loss_t = self.engine.forward(mb).loss
+                self.engine.backward(loss_t)
+                total += float(loss_t.detach())
+            gnorm = self.engine.step()
+            loss = self.engine.mean_loss(total, len(micro))
             self.step += 1
             dt = time.perf_counter() - t0
             n_tokens *= self.engine.world_size

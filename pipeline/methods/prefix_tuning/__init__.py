@@ -6,5 +6,12 @@ from pipeline.methods.prefix_tuning.prefix import (
     PrefixTuningEncoder,
     count_prefix_tuning_parameters,
 )
+from pipeline.methods.registry import Method, MethodKind, build_from, register_method
 
-__all__ = ["PrefixTuningConfig", "PrefixTuningEncoder", "count_prefix_tuning_parameters"]
+#: prefix tuning in the method registry
+PREFIX_TUNING = register_method(Method(
+    name="prefix_tuning", settings_class=PrefixTuningConfig, kind=MethodKind.KEY_VALUES,
+    build=build_from(PrefixTuningEncoder),
+    summary="prefix tuning (Li & Liang): every layer's key/values from a reparameterisation MLP"))
+
+__all__ = ["PREFIX_TUNING", "PrefixTuningConfig", "PrefixTuningEncoder", "count_prefix_tuning_parameters"]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.methods.base import ArchFacts
-from pipeline.methods.ptuning_v2 import KeyValues, PrefixConfig, expand_key_values, split_key_values
+from pipeline.methods.ptuning_v2 import KeyValues, PrefixConfig, PrefixFacts, expand_key_values, split_key_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +61,13 @@ class PrefixTuningConfig:
                             positions_after_prefix=self.positions_after_prefix)
 
 
-class PrefixTuningEncoder(nn.Module):
+class PrefixTuningEncoder(PrefixFacts, nn.Module):
     """Embedding ``(P, embedding_dim)`` -> MLP -> flat prefix ``(P, L*2*kv_dim)``; the PrefixEncoder API."""
 
     def __init__(self, settings: PrefixTuningConfig, facts: ArchFacts):
         super().__init__()
         self.settings, self.facts = settings, facts
-        self.config = settings.prefix_view()  # what PrefixLM and the static export read (P, dropout, positions)
+        self.config = settings.prefix_view()  # what AdaptedLM and the static export read (P, dropout, positions)
         width = settings.embedding_dim or facts.kv_dim
         self.embedding = nn.Embedding(settings.pre_seq_len, width)
         self.trans = nn.Sequential(nn.Linear(width, settings.prefix_hidden_size), nn.Tanh(),

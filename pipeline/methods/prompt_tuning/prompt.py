@@ -3,7 +3,7 @@
 The soft prompt is an ``(P, hidden)`` table of virtual-token embeddings that the frozen model reads
 at positions ``0..P-1`` before the real tokens (PEFT's ``PromptTuning``; ``pre_seq_len`` is PEFT's
 ``num_virtual_tokens``). Only the input layer is tuned: every layer's key/values of the virtual tokens
-follow from the frozen weights (:class:`pipeline.models.lm.PrefixLM` computes them once per forward).
+follow from the frozen weights (:class:`pipeline.models.lm.AdaptedLM` computes them once per forward).
 
 ``init: text`` starts the table as the base model's word embeddings of ``init_text`` (its tokens cycled
 or cut to ``P``, PEFT's ``PromptTuningInit.TEXT``); ``init: random`` draws N(0, std) with std = the

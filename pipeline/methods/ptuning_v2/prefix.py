@@ -36,7 +36,7 @@ from torch import nn
 
 from pipeline.core.binary import read_safetensors
 from pipeline.core.io import DataError, atomic_path, write_json
-from pipeline.methods.base import ADAPTER_CONFIG, ArchFacts, eval_mode, load_into, load_tensors, read_json_config
+from pipeline.methods.base import ArchFacts, KeyValues, eval_mode, load_into, load_tensors, read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ PREFIX_STATIC = "prefix_static.safetensors"
 PREFIX_CONFIG = "prefix_config.json"
 STATIC_KEY = "past_key_values"
 FORMAT_VERSION = 1
-
-KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +124,24 @@ def expand_key_values(pairs: KeyValues, batch_size: int) -> KeyValues:
     return [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in pairs]
 
 
-class PrefixEncoder(nn.Module):
+class PrefixFacts:
+    """``pre_seq_len`` / ``positions_after_prefix`` of a key/value module, read from its ``config``
+    (:class:`PrefixConfig`): what :class:`~pipeline.methods.registry.KeyValueModule` asks for besides ``key_values``."""
+
+    config: PrefixConfig
+
+    @property
+    def pre_seq_len(self) -> int:
+        """Number of virtual tokens ``P``."""
+        return self.config.pre_seq_len
+
+    @property
+    def positions_after_prefix(self) -> bool:
+        """Whether real tokens are numbered after the prefix (see :class:`PrefixConfig`)."""
+        return self.config.positions_after_prefix
+
+
+class PrefixEncoder(PrefixFacts, nn.Module):
     """ChatGLM P-Tuning v2 prefix encoder.
 
     ``forward()`` returns the flat prefix ``(pre_seq_len, L*2*kv_heads*head_dim)``; it does not
@@ -185,7 +200,7 @@ class PrefixEncoder(nn.Module):
         return [(k.detach(), v.detach()) if i < cut else (k, v) for i, (k, v) in enumerate(pairs)]
 
 
-class StaticPrefix(nn.Module):
+class StaticPrefix(PrefixFacts, nn.Module):
     """Precomputed prefix key/values (an exported encoder); same ``key_values`` API, nothing to train."""
 
     def __init__(self, config: PrefixConfig, facts: ArchFacts, past_key_values: torch.Tensor):
@@ -312,14 +327,11 @@ def export_static_prefix(
 
 
 def read_prefix_config(prefix_dir: str | Path) -> dict[str, Any]:
-    """The raw method JSON of a checkpoint folder (DataError when missing/bad).
+    """The raw ``prefix_config.json`` of a P-Tuning v2 checkpoint folder or static export (DataError when missing/bad).
 
-    ``prefix_config.json``; for a folder of a sibling method (``adapter_config.json``, see
-    :mod:`pipeline.methods`) that file, so shape checks work for any method.
+    Any method's folder is read by :func:`pipeline.methods.read_method_config` (the registry knows the file names).
     """
     path = Path(prefix_dir) / PREFIX_CONFIG
-    if not path.exists() and (Path(prefix_dir) / ADAPTER_CONFIG).exists():
-        path = Path(prefix_dir) / ADAPTER_CONFIG
     if not path.exists():
         raise DataError(path, None, None, "prefix checkpoint has no prefix_config.json")
     return read_json_config(path)
@@ -333,10 +345,12 @@ def check_facts(saved: dict[str, Any], facts: ArchFacts, path: Path) -> None:
                             f"prefix was saved for {key}={saved.get(key)}, the model has {getattr(facts, key)}")
 
 
-def load_prefix(prefix_dir: str | Path, facts: ArchFacts) -> PrefixEncoder | StaticPrefix:
-    """Load an encoder checkpoint or a static export from ``prefix_dir`` (kind from the JSON)."""
+def load_prefix(prefix_dir: str | Path, facts: ArchFacts,
+                data: dict[str, Any] | None = None) -> PrefixEncoder | StaticPrefix:
+    """Load an encoder checkpoint or a static export from ``prefix_dir`` (kind from the JSON; ``data``: the JSON
+    when the caller has read it already)."""
     prefix_dir = Path(prefix_dir)
-    data = read_prefix_config(prefix_dir)
+    data = read_prefix_config(prefix_dir) if data is None else data
     cfg_path = prefix_dir / PREFIX_CONFIG
     check_facts(data["arch"], facts, cfg_path)
     config = PrefixConfig.from_dict(data)
@@ -348,10 +362,8 @@ def load_prefix(prefix_dir: str | Path, facts: ArchFacts) -> PrefixEncoder | Sta
     if kind != "encoder":
         raise DataError(cfg_path, None, "kind", f"unknown prefix kind {kind!r}")
     weights = prefix_dir / PREFIX_WEIGHTS
-    if not weights.exists():
-        raise DataError(weights, None, None, "prefix weights file is missing")
     encoder = PrefixEncoder(config, facts)
-    load_into(encoder, load_tensors(weights), weights)  # the checked path every method uses
+    load_into(encoder, load_tensors(weights), weights)  # DataError naming a missing file or a misfit tensor
     return encoder
 
 
