@@ -5,7 +5,7 @@
 Simulation, per motion class: draw scenarios (base geometries) with ``variants_per_scenario``
 variants each, propagate them (:mod:`data_prep.simulate`), observe them with the noisy
 sensor (:mod:`data_prep.sensor`), derive features from the observation only
-(:mod:`data_prep.features`) and keep a sample only if :func:`data_prep.labelling.relabel_motion`
+(:mod:`data_prep.features`) and keep a sample only if :func:`data_prep.oracle.relabel_motion`
 gives back the generating class (dropped counts go to the manifest). Context fields are
 drawn uniformly; operation and task intents follow :mod:`data_prep.rules`. Splits are
 stratified by motion class and cut by scenario, so the variants of one scenario never
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from data_prep import cw, rules, simulate, wide
 from data_prep.features import compute_features, features_batch
 from data_prep.imports import ImportSpec, hashed_split, import_file
-from data_prep.labelling import Thresholds, relabel_motion
+from data_prep.oracle import Thresholds, relabel_motion
 from data_prep.sensor import SensorNoise, measure
 from pipeline.core.config import ConfigError
 from pipeline.core.io import atomic_path, check_finite, write_jsonl

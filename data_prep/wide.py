@@ -144,7 +144,7 @@ def make_sim(settings: TrackSettings, accel_noise: float, rng: np.random.Generat
     sub = settings.substeps
     n_obs = settings.n_samples - 1
     n = cw.orbit_mean_motion(settings.orbit)
-    return Sim(n, settings.cadence_s / sub, n_obs * sub, accel_noise * (n / cw.LEO_MEAN_MOTION) ** 2, rng)
+    return Sim(n, settings.cadence_s / sub, n_obs * sub, accel_noise * cw.speed_scale(n) ** 2, rng)
 
 
 def sample_indices(rng: np.random.Generator, settings: TrackSettings) -> np.ndarray:
@@ -306,11 +306,6 @@ def _controller(sim: Sim, by_step: dict, err: float, anchor: np.ndarray,
 
 
 # ---------------------------------------------------------------------------------- generators
-def _speed_scale(sim: Sim) -> float:
-    """Speeds of the same geometry in orbit-scaled time: n / n_LEO."""
-    return sim.n / cw.LEO_MEAN_MOTION
-
-
 def _vbar_direction(rng: np.random.Generator, spread: float = 0.1) -> np.ndarray:
     """(3,) unit vector near the +/- V-bar (along-track): radial and cross-track parts uniform in
     +/- spread before normalising (radial offsets of kilometres cost metres per second)."""
@@ -346,7 +341,7 @@ def plan_hovering(g: Guide) -> Plan:
     r = _unit(rng, 1, z_scale=spread, x_scale=spread)[0] * _log_uniform(rng, 300.0 if impulsive else 500.0,
                                                                         10_000.0, 1)[0]
     # A small velocity error: under hold thrust, 1 mm/s along-track drifts ~3 m per 1000 s.
-    plan = Plan(state0=np.concatenate([r, 0.0002 * _speed_scale(sim) * rng.standard_normal(3)]))
+    plan = Plan(state0=np.concatenate([r, 0.0002 * cw.speed_scale(sim.n) * rng.standard_normal(3)]))
     if not impulsive:
         plan.hold_until = sim.n_steps
         return plan
@@ -515,7 +510,7 @@ def plan_retreat(g: Guide) -> Plan:
 def gen_random_wide(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
     """Classic random (3-5 impulses 0.8-2.5 m/s, drift 0-1 m/s from a start 1-15 km out, mostly
     along-track) with speeds scaled by n / n_LEO."""
-    scale = _speed_scale(sim)
+    scale = cw.speed_scale(sim.n)
     rng = sim.rng
     # Mostly along-track: a radial offset of kilometres alone makes a relative orbit of ~10 m/s.
     r0 = np.stack([_vbar_direction(rng, 0.5) for _ in range(n_scen)])

@@ -5,7 +5,7 @@ Usage: python scripts/bench_oracle.py [--config data_prep/configs/wide.yaml] [--
 
 Draws ``scenarios`` scenarios per motion class (x ``variants_per_scenario`` tracks) with the
 config's simulator settings and a fresh seed, computes every track's features from its noisy
-observation and relabels it with :func:`data_prep.labelling.relabel_motion`; nothing is dropped.
+observation and relabels it with :func:`data_prep.oracle.relabel_motion`; nothing is dropped.
 Writes the agreement overall and per class, the confusion counts, and the agreement per orbit,
 sampling style, window (orbits) and cadence bin.
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_prep import cw  # noqa: E402
 from data_prep.features import compute_features  # noqa: E402
-from data_prep.labelling import relabel_motion  # noqa: E402
+from data_prep.oracle import relabel_motion  # noqa: E402
 from data_prep.stage import DataPrepConfig, simulate_tracks  # noqa: E402
 from pipeline.core.taxonomy import MOTION_LABELS  # noqa: E402
 from pipeline.core.config import load_config  # noqa: E402

@@ -11,7 +11,7 @@ from scipy.linalg import expm
 
 from data_prep import cw, rules, simulate
 from data_prep.features import FEATURE_KEYS, compute_features, features_batch
-from data_prep.labelling import DEFAULT_THRESHOLDS, Thresholds, relabel_motion
+from data_prep.oracle import DEFAULT_THRESHOLDS, Thresholds, relabel_motion
 from data_prep.sensor import SensorNoise, measure
 from pipeline.core.taxonomy import LABELS, MOTION_LABELS
 

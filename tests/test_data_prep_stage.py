@@ -11,7 +11,7 @@ import pytest
 
 from data_prep.features import compute_features
 from data_prep.imports import parse_answer
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import relabel_motion
 from data_prep.stage import STAGE, DataPrepConfig
 from pipeline.cli import main as cli_main
 from pipeline.core.config import ConfigError, load_config

@@ -12,7 +12,7 @@ from scipy.integrate import solve_ivp
 
 from data_prep import cw, wide
 from data_prep.features import FEATURE_KEYS, TRACK_FEATURE_KEYS, compute_features, range_monotony
-from data_prep.labelling import DEFAULT_THRESHOLDS, relabel_motion
+from data_prep.oracle import DEFAULT_THRESHOLDS, relabel_motion
 from data_prep.sensor import SensorNoise, measure
 from data_prep.simulate import Sim
 from data_prep.stage import DataPrepConfig, simulate_tracks
@@ -237,12 +237,14 @@ def test_continuous_thrust_is_not_a_burn():
 
 
 def test_range_monotony():
-    assert range_monotony(np.array([10.0, 8.0, 6.0, 5.0])) == (0.0, 0.0)
-    reopen, reclose = range_monotony(np.array([10.0, 6.0, 7.0, 4.0, 8.0, 7.0, 9.0]))
-    assert reopen == pytest.approx(1 / 6) and reclose == pytest.approx(1 / 8)
-    # A transfer may swing out a little (<= 25 %) before it closes in.
-    assert range_monotony(np.array([10.0, 11.0, 9.0, 7.0, 5.0]))[0] == 0.0
-    assert range_monotony(np.array([10.0, 14.0, 9.0, 7.0, 5.0]))[0] == pytest.approx(0.4)
+    assert range_monotony(np.array([10.0, 8.0, 6.0, 5.0])) == (0.0, 0.0, 0.0)
+    reopen, reclose, swing = range_monotony(np.array([10.0, 6.0, 7.0, 4.0, 8.0, 7.0, 9.0]))
+    assert reopen == pytest.approx(1 / 6) and reclose == pytest.approx(1 / 8) and swing == 0.0
+    # A transfer may swing out before it closes in: a little (<= 25 %) is read from where it first
+    # closes, more from the top of the swing; swing says how far it went.
+    assert range_monotony(np.array([10.0, 11.0, 9.0, 7.0, 5.0]))[:2] == (0.0, 0.0)
+    assert range_monotony(np.array([10.0, 14.0, 9.0, 7.0, 5.0])) == pytest.approx((0.0, 0.0, 0.4))
+    assert range_monotony(np.array([10.0, 14.0, 9.0, 12.0, 5.0]))[0] == pytest.approx(1 / 3)
 
 
 # ------------------------------------------------------------------------------------ oracle cases
@@ -253,7 +255,7 @@ def _track(**kw) -> dict:
             "max_dv_mps": 0.0, "n_burns": 0, "entered_keepout": False, "range_trend": "decreasing",
             "orbit": "LEO", "window_s": 6000.0, "cadence_s": 20.0, "n_samples": 301, "max_gap_s": 20.0,
             "analysis_step_s": 60.0, "median_speed_mps": 1.0, "continuous_accel_mps2": 0.0,
-            "reopen_frac": 0.0, "reclose_frac": 0.0, "closest_span_s": [5900.0, 6000.0], "burns": [], "arcs": []}
+            "drift_mps": 0.5, "reopen_frac": 0.0, "reclose_frac": 0.0, "swing_frac": 0.0, "closest_span_s": [5900.0, 6000.0], "burns": [], "arcs": []}
     base.update(kw)
     base["n_burns"] = len(base["burns"])
     base["max_dv_mps"] = max((b["dv_mps"] for b in base["burns"]), default=0.0)

@@ -37,7 +37,11 @@ Anything else is ambiguous (``None``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
+
+from data_prep.cw import orbit_mean_motion
+from data_prep.cw import speed_scale as orbit_speed_scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,10 @@ class Thresholds:
     # Retreat with burns: the turning burn is at least this fraction of the median speed (it
     # reverses the motion; a small correction at the closest approach does not).
     retreat_min_turn_dv_frac: float = 0.5
+    # Fly-around (tracks): the relative orbit is closed, i.e. its along-track drift over one orbit
+    # (drift_mps x period) is at most this times the closest range; a transfer that swings out
+    # before it closes in drifts by kilometres per orbit (a closed ellipse: a few % of its size).
+    fly_around_max_drift_frac: float = 0.15
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -149,21 +157,35 @@ def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLD
             and _ratio(rf, rmin) <= th.fly_around_max_range_ratio
             and extent[0] >= th.fly_around_min_radial_frac * rmin):
         return "fly_around"
-    if (rf <= (1.0 - th.approach_min_closing_frac) * r0 and rf <= (1.0 + th.approach_end_tolerance) * rmin
-            and vf > th.hover_speed_mps and rf > th.rendezvous_range_m):
+    if _closes_in(features, th.approach_end_tolerance, th.hover_speed_mps, th):
         return "approach"
     return None
 
 
-#: Local fits span this many analysis steps (data_prep.features.FIT_SPAN_STEPS).
+def _closes_in(f: dict[str, Any], end_tolerance: float, hover_speed: float, th: Thresholds) -> bool:
+    """The approach end state: closed by ``approach_min_closing_frac`` of the initial range, still
+    closing at the end (``final <= (1 + end_tolerance) * min``), still moving (``final_speed_mps >
+    hover_speed``) and short of the station (``final_range_m > rendezvous_range_m``)."""
+    r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
+    return (rf <= (1.0 - th.approach_min_closing_frac) * r0 and rf <= (1.0 + end_tolerance) * rmin
+            and float(f["final_speed_mps"]) > hover_speed and rf > th.rendezvous_range_m)
+
+
+#: The track reader's local fits span this many analysis steps (data_prep.features reads it from
+#: here: the retreat rule looks for the turning burn within two fit spans of the closest approach).
 FIT_SPAN_STEPS = 6.0
 
 
-def _speed_scale(features: dict[str, Any], th: Thresholds) -> float:
-    """Factor on speed thresholds for the features' orbit: n / n_LEO, at least ``speed_scale_floor``."""
-    from data_prep.cw import LEO_MEAN_MOTION, orbit_mean_motion
+#: A closing course may first swing out by this fraction of its start range and still be read as
+#: closing from where it first falls below its start (data_prep.features.range_monotony reads it
+#: from here); a larger swing is read from its top, and only a coasting transfer's is believed: at
+#: most one burn (its departure or set-up burn) before the closest approach or the turn.
+INITIAL_SWING = 0.25
 
-    return max(orbit_mean_motion(str(features["orbit"])) / LEO_MEAN_MOTION, th.speed_scale_floor)
+
+def speed_scale(n: float, th: Thresholds = DEFAULT_THRESHOLDS) -> float:
+    """Factor on speed thresholds for mean motion n: n / n_LEO, at least ``th.speed_scale_floor``."""
+    return max(orbit_speed_scale(n), th.speed_scale_floor)
 
 
 def _opens(arc: dict[str, float], tol: float) -> bool:
@@ -177,14 +199,26 @@ def _closes(arc: dict[str, float], tol: float) -> bool:
 
 
 def _burns_close_in(f: dict[str, Any], th: Thresholds, hover_speed: float) -> bool:
-    """Approach with burns: the range only closes (or holds: ``reopen_frac <= arc_tolerance``)
-    whatever the burns (transfer, waypoint, mid-course corrections towards a standoff point), by
-    ``approach_min_closing_frac``, still closing and moving at the end, short of the station."""
-    r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
-    return (float(f["reopen_frac"]) <= th.arc_tolerance
-            and rf <= (1.0 - th.approach_min_closing_frac) * r0
-            and rf <= (1.0 + th.track_approach_end_tolerance) * rmin
-            and float(f["final_speed_mps"]) > hover_speed and rf > th.rendezvous_range_m)
+    """Approach with burns: once closing, the range only closes (or holds: ``reopen_frac <=
+    arc_tolerance``) whatever the burns (transfer, waypoint, mid-course corrections towards a
+    standoff point), and it ends in the approach end state (:func:`_closes_in`)."""
+    return (float(f["reopen_frac"]) <= th.arc_tolerance and _swing_coasts(f, float(f["closest_span_s"][0]))
+            and _closes_in(f, th.track_approach_end_tolerance, hover_speed, th))
+
+
+def _swing_coasts(f: dict[str, Any], until_s: float) -> bool:
+    """Whether the range's first swing-out is believable as a transfer's: within ``INITIAL_SWING``,
+    or else at most one burn (the departure) before ``until_s`` (a target burning repeatedly while
+    its range swings out and back is manoeuvring at random)."""
+    if float(f["swing_frac"]) <= INITIAL_SWING:
+        return True
+    return sum(float(b["t_s"]) < until_s for b in f["burns"]) <= 1
+
+
+def _closed_orbit(f: dict[str, Any], n: float, th: Thresholds) -> bool:
+    """Whether the relative orbit is closed: its along-track drift over one orbit is at most
+    ``fly_around_max_drift_frac`` of the closest range (a natural fly-around)."""
+    return float(f["drift_mps"]) * 2.0 * math.pi / n <= th.fly_around_max_drift_frac * float(f["min_range_m"])
 
 
 def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresholds) -> bool:
@@ -207,6 +241,8 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
         return False
     turn = max(turns, key=lambda b: float(b["dv_mps"]))
     dv, t_turn = float(turn["dv_mps"]), float(turn["t_s"])
+    if not _swing_coasts(f, t_turn):
+        return False
     later = [a for a in arcs if float(a["t0_s"]) > t_turn][1:]  # the arcs after the turning one
     pushes = [a for a in later if float(a["dv_mps"]) >= 0.5 * dv and (_opens(a, tol) or _closes(a, tol))]
     return not pushes
@@ -235,7 +271,8 @@ def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS)
     vf = float(features["final_speed_mps"])
     n_burns = int(features["n_burns"])
     extent = [float(e) for e in features["extent_m"]]
-    scale = _speed_scale(features, th)
+    n = orbit_mean_motion(str(features["orbit"]))
+    scale = speed_scale(n, th)
     hover_speed, rdv_speed = th.hover_speed_mps * scale, th.rendezvous_speed_mps * scale
     if _ratio(sum(e * e for e in extent) ** 0.5, r0) <= th.hover_range_tolerance:
         return "hovering"
@@ -246,6 +283,9 @@ def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS)
     if n_burns == 0:
         scaled = dataclasses.replace(th, hover_speed_mps=hover_speed, rendezvous_speed_mps=rdv_speed)
         label = relabel_classic(features, scaled)
+        if label == "fly_around" and not _closed_orbit(features, n, th):
+            # Not a closed relative ellipse: a transfer that swung out before closing in.
+            label = "approach" if _closes_in(features, th.approach_end_tolerance, hover_speed, th) else None
         return label if label in ("flyby", "fly_around", "approach") else None
     arcs = list(features["arcs"])
     if _burns_close_in(features, th, hover_speed):
