@@ -110,6 +110,11 @@ def _ratio(a: float, b: float) -> float:
     return a / max(b, 1e-9)
 
 
+#: A decision: (motion label or None = ambiguous, the rule that decided; for None, the branch of the
+#: rules that left the track without a class, e.g. ``one_burn_not_a_retreat``).
+Decision = tuple[str | None, str]
+
+
 def relabel_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
     """Motion label implied by trajectory ``features``, or None if ambiguous.
 
@@ -121,13 +126,32 @@ def relabel_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS
             (``extent_m`` = ``[x, y, z]`` extents of the reconstructed LVLH track, metres).
         th: decision thresholds.
     """
+    return explain_motion(features, th)[0]
+
+
+def explain_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> Decision:
+    """:func:`relabel_motion`'s label and the rule that gave it (or, for None, why none did)."""
     if "arcs" in features:
-        return relabel_track(features, th)
-    return relabel_classic(features, th)
+        return _decide_track(features, th)
+    return _decide_classic(features, th)
+
+
+def drop_reason(features: dict[str, Any], motion: str, th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
+    """Why the simulator drops a sample generated as ``motion``: None if the oracle gives it back that
+    class, ``relabelled:<label>`` if it reads another class, else ``ambiguous:<branch>``."""
+    label, rule = explain_motion(features, th)
+    if label == motion:
+        return None
+    return f"relabelled:{label}" if label is not None else f"ambiguous:{rule}"
 
 
 def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
     """The module table's rules on the 11 classic feature keys (None = ambiguous)."""
+    return _decide_classic(features, th)[0]
+
+
+def _decide_classic(features: dict[str, Any], th: Thresholds) -> Decision:
+    """The module table's rules with the rule that decided (see :data:`Decision`)."""
     r0 = float(features["initial_range_m"])
     rmin = float(features["min_range_m"])
     rf = float(features["final_range_m"])
@@ -137,29 +161,36 @@ def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLD
     extent_norm = sum(e * e for e in extent) ** 0.5
 
     if _ratio(extent_norm, r0) <= th.hover_range_tolerance and vf <= th.hover_speed_mps:
-        return "hovering"
+        return "hovering", "hovering"
     if rf <= th.rendezvous_range_m and vf <= th.rendezvous_speed_mps:
-        return "rendezvous" if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m else None
+        return _rendezvous(r0, th)
     if rf <= th.contact_range_m:
-        return "collision"
+        return "collision", "collision"
     if n_burns >= th.random_min_burns:
-        return "random"
+        return "random", "random"
     if n_burns >= 1:
         closes = rmin <= (1.0 - th.retreat_min_closing_frac) * r0
         opens = rf >= (1.0 + th.retreat_min_opening_frac) * rmin
-        return "retreat" if closes and opens else None
+        return ("retreat", "retreat") if closes and opens else (None, "one_burn_not_a_retreat")
     outside = rmin > th.keepout_radius_m
     if (outside and _ratio(r0, rmin) >= th.flyby_min_range_ratio
             and _ratio(rf, rmin) >= th.flyby_min_range_ratio
             and extent[0] <= th.flyby_max_radial_frac * rmin):
-        return "flyby"
+        return "flyby", "flyby"
     if (outside and _ratio(r0, rmin) <= th.fly_around_max_range_ratio
             and _ratio(rf, rmin) <= th.fly_around_max_range_ratio
             and extent[0] >= th.fly_around_min_radial_frac * rmin):
-        return "fly_around"
+        return "fly_around", "fly_around"
     if _closes_in(features, th.approach_end_tolerance, th.hover_speed_mps, th):
-        return "approach"
-    return None
+        return "approach", "approach"
+    return None, "coasting_matches_no_rule"
+
+
+def _rendezvous(r0: float, th: Thresholds) -> Decision:
+    """At the station and at rest: a rendezvous if it came from afar, else ambiguous (a close hover)."""
+    if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m:
+        return "rendezvous", "rendezvous"
+    return None, "rendezvous_from_too_close"
 
 
 def _closes_in(f: dict[str, Any], end_tolerance: float, hover_speed: float, th: Thresholds) -> bool:
@@ -249,6 +280,11 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
 
 
 def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
+    """Motion label of track features (see :func:`_decide_track`), or None."""
+    return _decide_track(features, th)[0]
+
+
+def _decide_track(features: dict[str, Any], th: Thresholds) -> Decision:
     """Motion label of track features (:data:`data_prep.features.TRACK_FEATURE_KEYS`), or None.
 
     Reads what the target does, with speed thresholds scaled to the orbit (s = max(n / n_LEO,
@@ -275,21 +311,25 @@ def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS)
     scale = speed_scale(n, th)
     hover_speed, rdv_speed = th.hover_speed_mps * scale, th.rendezvous_speed_mps * scale
     if _ratio(sum(e * e for e in extent) ** 0.5, r0) <= th.hover_range_tolerance:
-        return "hovering"
+        return "hovering", "hovering"
     if rf <= th.rendezvous_range_m and vf <= rdv_speed:
-        return "rendezvous" if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m else None
+        return _rendezvous(r0, th)
     if rf <= th.contact_range_m:
-        return "collision"
+        return "collision", "collision"
     if n_burns == 0:
         scaled = dataclasses.replace(th, hover_speed_mps=hover_speed, rendezvous_speed_mps=rdv_speed)
-        label = relabel_classic(features, scaled)
+        label, rule = _decide_classic(features, scaled)
         if label == "fly_around" and not _closed_orbit(features, n, th):
             # Not a closed relative ellipse: a transfer that swung out before closing in.
-            label = "approach" if _closes_in(features, th.approach_end_tolerance, hover_speed, th) else None
-        return label if label in ("flyby", "fly_around", "approach") else None
+            if _closes_in(features, th.approach_end_tolerance, hover_speed, th):
+                return "approach", "open_orbit_closing_in"
+            return None, "open_orbit_not_closing_in"
+        return (label, rule) if label in ("flyby", "fly_around", "approach") else (None, rule)
     arcs = list(features["arcs"])
     if _burns_close_in(features, th, hover_speed):
-        return "approach"
+        return "approach", "burns_close_in"
     if _burn_turns_away(features, arcs, th):
-        return "retreat"
-    return "random" if n_burns >= th.random_min_burns else None
+        return "retreat", "burn_turns_away"
+    if n_burns >= th.random_min_burns:
+        return "random", "burns_neither_close_in_nor_turn_away"
+    return None, "one_burn_neither_closes_in_nor_turns_away"
