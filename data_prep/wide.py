@@ -419,6 +419,26 @@ def _arrive_by_hops(g: Guide, plan: Plan, burns_inside: bool, r_from: np.ndarray
     return g.coast(np.concatenate([r_from, v_dep]), -t_dep)
 
 
+def _plan_hops(g: Guide, share: float, t_b_window: tuple[float, float], r_from: np.ndarray, r_to: np.ndarray,
+               t_arr: float) -> Plan:
+    """A plan of hops from ``r_from`` arriving at ``r_to`` at ``t_arr`` (:func:`_arrive_by_hops`).
+
+    With probability ``share`` the first burn falls inside the window, at ``t_b`` drawn uniformly in
+    ``t_b_window`` (fractions of the window), the target holding at ``r_from`` until then; unless
+    less than the shortest hop (``HOP_ORBITS[0]``) would remain, then (and otherwise) the target is
+    already coasting on the first hop at t = 0.
+    """
+    inside = g.rng.random() < share
+    t_b = g.rng.uniform(*t_b_window) * g.sim.window
+    if inside and (t_arr - t_b) / g.sim.period < HOP_ORBITS[0]:
+        inside = False
+    plan = Plan(state0=np.zeros(6))
+    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, r_to, t_arr, t_b)
+    if inside:
+        plan.hold_until = g.step(t_b)
+    return plan
+
+
 def _waypoint(r_from: np.ndarray, r_to: np.ndarray, q: float) -> np.ndarray:
     """The point a fraction ``q`` of the way in: on the line of sight of ``r_from``, range
     interpolated linearly to that of ``r_to``."""
@@ -441,14 +461,7 @@ def plan_rendezvous(g: Guide) -> Plan:
     # The window starts well before the final hop (else the target would start < 300 m out).
     t_entry = max(t_arr - final, 0.25 * sim.window)
     t_arr = t_entry + final
-    inside = rng.random() < g.mix.rendezvous_burns
-    t_b = rng.uniform(0.05, 0.3) * sim.window
-    if inside and (t_entry - t_b) / period < HOP_ORBITS[0]:
-        inside = False
-    plan = Plan(state0=np.zeros(6))
-    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, entry, t_entry, t_b)
-    if inside:
-        plan.hold_until = g.step(t_b)
+    plan = _plan_hops(g, g.mix.rendezvous_burns, (0.05, 0.3), r_from, entry, t_entry)
     k_entry, k_arr = g.step(t_entry), g.step(t_arr)
     plan.events.append((k_entry, GO, port, k_arr, 1.0))
     k_corr = g.step(t_entry + rng.uniform(0.5, 0.75) * (t_arr - t_entry))
@@ -463,15 +476,7 @@ def plan_collision(g: Guide) -> Plan:
     rng, sim = g.rng, g.sim
     hit = _unit(rng, 1)[0] * rng.uniform(0.0, 25.0)
     r_from = _vbar_direction(rng, 0.3) * _log_uniform(rng, 1500.0, 12_000.0, 1)[0]
-    inside = rng.random() < g.mix.collision_burns
-    t_b = rng.uniform(0.05, 0.4) * sim.window
-    if inside and (sim.window - t_b) / sim.period < HOP_ORBITS[0]:
-        inside = False
-    plan = Plan(state0=np.zeros(6))
-    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, hit, sim.window, t_b)
-    if inside:
-        plan.hold_until = g.step(t_b)
-    return plan
+    return _plan_hops(g, g.mix.collision_burns, (0.05, 0.4), r_from, hit, sim.window)
 
 
 def plan_retreat(g: Guide) -> Plan:
@@ -487,14 +492,7 @@ def plan_retreat(g: Guide) -> Plan:
     t_imp = t_ev + rng.uniform(0.1, 0.35) * period
     hit = _unit(rng, 1)[0] * rng.uniform(0.0, 25.0)
     r_from = _vbar_direction(rng, 0.15) * _log_uniform(rng, 2000.0, 8000.0, 1)[0]
-    setup = rng.random() < g.mix.retreat_setup
-    t_b = rng.uniform(0.03, 0.2) * w
-    if setup and (t_imp - t_b) / period < HOP_ORBITS[0]:
-        setup = False
-    plan = Plan(state0=np.zeros(6))
-    plan.state0 = _arrive_by_hops(g, plan, setup, r_from, hit, t_imp, t_b)
-    if setup:
-        plan.hold_until = g.step(t_b)
+    plan = _plan_hops(g, g.mix.retreat_setup, (0.03, 0.2), r_from, hit, t_imp)
     k_ev = g.step(t_ev)
     plan.events = [e for e in plan.events if e[0] < k_ev]
     side = 1.0 if r_from[1] >= 0 else -1.0
