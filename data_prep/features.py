@@ -238,7 +238,8 @@ def compute_features(
 #: Extra keys of track features (observations that name their orbit), in contract order.
 TRACK_FEATURE_KEYS: tuple[str, ...] = (
     "orbit", "window_s", "cadence_s", "n_samples", "max_gap_s", "analysis_step_s", "median_speed_mps",
-    "continuous_accel_mps2", "drift_mps", "reopen_frac", "reclose_frac", "swing_frac", "closest_span_s",
+    "continuous_accel_mps2", "drift_mps", "reopen_frac", "reclose_frac", "swing_frac",
+    "reopen_after_first_burn_frac", "closest_span_s",
     "burns", "arcs",
 )
 #: The analysis grid is never finer than this in LEO (the classic cadence); in other orbits it
@@ -528,7 +529,8 @@ def track_features(
     window, median cadence, samples, longest gap, the analysis step, the median speed, the
     continuous thrust acceleration, the along-track drift of the relative orbit
     (:func:`along_track_drift`), how far the range strays from closing-then-opening and how far it
-    first swings out (:func:`range_monotony`), when the range is within ``CLOSEST_BAND`` of its minimum, the
+    first swings out (:func:`range_monotony`; the re-opening also counted from the first burn's
+    arc on), when the range is within ``CLOSEST_BAND`` of its minimum, the
     burns (``{"t_s", "dv_mps"}``) and the coasting arcs between them (``{"t0_s", "t1_s", "r0_m",
     "r1_m", "rmin_m", "rmax_m", "dv_mps"}``).
     """
@@ -552,6 +554,9 @@ def track_features(
     window = float(t[-1] - t[0])
     mean_rdot = float(np.trapezoid(rdot, t) / window) if window > 0 else float(np.mean(rdot))
     reopen, reclose, swing = range_monotony(rng)
+    # The same from the first burn's arc on: a window may start with the burn that sets up the course.
+    after_first = burns[0][2] + int(round(FIT_SPAN_STEPS / 2)) + 1 if burns else 0
+    reopen_after_first = range_monotony(rng[after_first:])[0] if len(rng) - after_first >= 2 else reopen
     near_min = np.flatnonzero(rng <= (1.0 + CLOSEST_BAND) * rng[k_min])
     out = {
         "initial_range_m": round(float(rng[0]), 2),
@@ -577,6 +582,7 @@ def track_features(
         "reopen_frac": round(reopen, 4),
         "reclose_frac": round(reclose, 4),
         "swing_frac": round(swing, 4),
+        "reopen_after_first_burn_frac": round(reopen_after_first, 4),
         "closest_span_s": [round(float(grid[near_min[0]] - grid[0]), 1), round(float(grid[near_min[-1]] - grid[0]), 1)],
         "burns": [{"t_s": round(b[0], 1), "dv_mps": round(b[1], 4)} for b in burns],
         "arcs": track_arcs(grid, rng, burns),

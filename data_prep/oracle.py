@@ -239,11 +239,14 @@ def _burns_close_in(f: dict[str, Any], th: Thresholds, hover_speed: float) -> bo
 
 def _swing_coasts(f: dict[str, Any], until_s: float) -> bool:
     """Whether the range's first swing-out is believable as a transfer's: within ``INITIAL_SWING``,
-    or else at most one burn (the departure) before ``until_s`` (a target burning repeatedly while
-    its range swings out and back is manoeuvring at random)."""
+    or else one burn at most (the departure) before ``until_s`` (a target burning repeatedly while
+    its range swings out and back is manoeuvring at random). A burn within two fit spans after the
+    first is what the fits leave of it (a burn at the window's edge is read in two parts)."""
     if float(f["swing_frac"]) <= INITIAL_SWING:
         return True
-    return sum(float(b["t_s"]) < until_s for b in f["burns"]) <= 1
+    times = [float(b["t_s"]) for b in f["burns"] if float(b["t_s"]) < until_s]
+    near = (2.0 * FIT_SPAN_STEPS + 1.0) * float(f["analysis_step_s"])
+    return len([t for t in times if t > times[0] + near]) == 0 if times else True
 
 
 def _closed_orbit(f: dict[str, Any], n: float, th: Thresholds) -> bool:
@@ -254,7 +257,8 @@ def _closed_orbit(f: dict[str, Any], n: float, th: Thresholds) -> bool:
 
 def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresholds) -> bool:
     """Retreat with burns: the range closes (by ``retreat_min_closing_frac``), then opens (by
-    ``retreat_min_opening_frac``), never re-opening or re-closing by more than ``arc_tolerance``;
+    ``retreat_min_opening_frac``), never re-opening (from the start, or from the set-up burn when
+    the window starts with it) or re-closing by more than ``arc_tolerance``;
     a burn of at least ``retreat_min_turn_dv_frac`` of the median speed turns it round within two
     fit spans of the closest approach (``closest_span_s``; the escape may still close in a while),
     and a later burn as large as half that one only stops the target (the arc after it holds its
@@ -262,7 +266,7 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
     r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
     tol = th.arc_tolerance
     if not (rmin <= (1.0 - th.retreat_min_closing_frac) * r0 and rf >= (1.0 + th.retreat_min_opening_frac) * rmin
-            and float(f["reopen_frac"]) <= tol and float(f["reclose_frac"]) <= tol):
+            and float(f["reclose_frac"]) <= tol):
         return False
     near = (2.0 * FIT_SPAN_STEPS + 1.0) * float(f["analysis_step_s"])
     first, last = (float(x) for x in f["closest_span_s"])
@@ -272,7 +276,10 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
         return False
     turn = max(turns, key=lambda b: float(b["dv_mps"]))
     dv, t_turn = float(turn["dv_mps"]), float(turn["t_s"])
-    if not _swing_coasts(f, t_turn):
+    # The closing course only closes: from the start, or from the set-up burn (the first burn,
+    # before the turn) when the window starts with it; a swing-out beyond INITIAL_SWING only coasting.
+    set_up = float(f["burns"][0]["t_s"]) < t_turn and float(f["reopen_after_first_burn_frac"]) <= tol
+    if not ((float(f["reopen_frac"]) <= tol or set_up) and _swing_coasts(f, t_turn)):
         return False
     later = [a for a in arcs if float(a["t0_s"]) > t_turn][1:]  # the arcs after the turning one
     pushes = [a for a in later if float(a["dv_mps"]) >= 0.5 * dv and (_opens(a, tol) or _closes(a, tol))]

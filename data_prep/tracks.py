@@ -441,7 +441,7 @@ def example_records(seed: int = 0) -> list[dict[str, Any]]:
     from data_prep.sensor import SensorNoise, measure
 
     mix = wide.ManoeuvreMix(hovering_impulsive=1.0, approach_burns=1.0, rendezvous_burns=1.0, collision_burns=1.0,
-                            retreat_setup=1.0)
+                            retreat_setup=1.0, setup_drift=0.0, approach_swing=0.0)
     records = []
     for k, (tid, motion, orbit, orbits, cadence, sampling, context) in enumerate(EXAMPLE_TRACKS):
         period = 2 * math.pi / cw.orbit_mean_motion(orbit)

@@ -21,7 +21,9 @@ Families (the motion class each one is):
 
 Only tracks whose true range history is what the family says are kept (the draw is repeated
 otherwise): swing-outs rise by >= 5 % before closing and end within 1 % of their true minimum at
-<= 0.7 x the start range; retreats close by >= 20 % and then only open, to >= 1.5 x the minimum.
+<= 0.7 x the start range; retreats close by >= 20 % (after the set-up burn only closing, once past
+the top of any swing-out), are closest at the evasive burn and then only open, to >= 1.5 x the
+minimum.
 
 Observation forms: ``lvlh`` (exact states, noise-free: the reader turns them into the sensor form)
 and ``sensor`` (range, azimuth, elevation, range-rate) with this module's noise model: range noise
@@ -156,7 +158,9 @@ def draw_retreat_setup(rng: np.random.Generator, orbit: str) -> tuple[np.ndarray
         r = _range(states)
         k = int(np.argmin(r))
         after = r[k:]
-        if (r[k] <= 0.8 * r[0] and r[-1] >= 1.5 * r[k] and np.all(after >= 0.98 * np.maximum.accumulate(after))
+        top = int(np.argmax(np.where(t >= t_b, r, -1.0)[:k + 1]))  # the set-up course's swing-out top
+        closing = r[top:k + 1]
+        if (np.all(closing <= 1.02 * np.minimum.accumulate(closing)) and r[k] <= 0.8 * r[0] and r[-1] >= 1.5 * r[k] and np.all(after >= 0.98 * np.maximum.accumulate(after))
                 and r[k] > 100.0 and abs(t[k] - t_ev) <= 0.02 * period):  # closest at the evasive burn
             return t, states
 
