@@ -40,6 +40,12 @@ def orbit_mean_motion(orbit: str) -> float:
 LEO_MEAN_MOTION = orbit_mean_motion("LEO")
 
 
+def speed_scale(n: float) -> float:
+    """n / n_LEO: the speeds of one geometry flown in orbit-scaled time at mean motion ``n`` are the
+    LEO ones times this (GEO: ~0.065)."""
+    return n / LEO_MEAN_MOTION
+
+
 def system_matrix(n: float) -> np.ndarray:
     """Continuous-time CW matrix A (6, 6) with ``d state / dt = A state + B a``."""
     a = np.zeros((6, 6))

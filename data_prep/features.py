@@ -23,7 +23,7 @@ import numpy as np
 from scipy.signal import savgol_filter
 
 from data_prep.cw import LEO_MEAN_MOTION, ORBIT_ALTITUDE_M, orbit_mean_motion, stm
-from data_prep.labelling import DEFAULT_THRESHOLDS, Thresholds
+from data_prep.oracle import DEFAULT_THRESHOLDS, FIT_SPAN_STEPS, INITIAL_SWING, Thresholds, speed_scale
 
 #: Feature keys, in contract order.
 FEATURE_KEYS: tuple[str, ...] = (
@@ -238,23 +238,20 @@ def compute_features(
 #: Extra keys of track features (observations that name their orbit), in contract order.
 TRACK_FEATURE_KEYS: tuple[str, ...] = (
     "orbit", "window_s", "cadence_s", "n_samples", "max_gap_s", "analysis_step_s", "median_speed_mps",
-    "continuous_accel_mps2", "reopen_frac", "reclose_frac", "closest_span_s", "burns", "arcs",
+    "continuous_accel_mps2", "drift_mps", "reopen_frac", "reclose_frac", "swing_frac",
+    "reopen_after_first_burn_frac", "closest_span_s",
+    "burns", "arcs",
 )
 #: The analysis grid is never finer than this in LEO (the classic cadence); in other orbits it
 #: scales with 1 / mean motion (a GEO track is read on a ~930 s grid), so burns and velocities
 #: are judged on the same orbit-relative time scale at any cadence.
 ANALYSIS_STEP_LEO_S = 60.0
-#: Local polynomial fits span this many analysis steps (7 samples at the analysis cadence, as
-#: the classic Savitzky-Golay window).
-FIT_SPAN_STEPS = 6.0
 #: A time step longer than this many analysis steps splits the track into segments (a gap).
 GAP_STEPS = 2.5
 #: Segments with fewer samples than this are ignored (too short to fit).
 MIN_SEGMENT_SAMPLES = 5
 #: The closest approach "lasts" while the range is within this fraction of its minimum.
 CLOSEST_BAND = 0.03
-#: A closing course may first swing out by this fraction of the start range (range_monotony).
-INITIAL_SWING = 0.25
 #: A velocity jump is a burn candidate above this many sigmas of its estimation noise ...
 BURN_SIGMAS = 6.0
 #: ... and above this fraction of the speed (a burn changes the motion; smaller jumps on fast
@@ -411,7 +408,7 @@ def track_burns(tg: TrackGrid, n: float, th: Thresholds) -> tuple[list[tuple[flo
     baselines, no other burn is placed within 2 h steps (what is left there is smoothing residue),
     and so on. Significant: above ``BURN_SIGMAS`` times the window's noise (from the fit noise at
     both ends: adapts to cadence, gaps, range and sensor), the floor ``burn_dv_mps * s``
-    (s = :func:`speed_scale`) and ``BURN_SPEED_FRAC`` of the speed there.
+    (s = :func:`data_prep.oracle.speed_scale`) and ``BURN_SPEED_FRAC`` of the speed there.
 
     Returns ([(time from start s, delta-v m/s, grid index g), ...] in time order, continuous
     acceleration m/s^2).
@@ -460,11 +457,6 @@ def track_burns(tg: TrackGrid, n: float, th: Thresholds) -> tuple[list[tuple[flo
     return sorted(burns), float(np.linalg.norm(acc))
 
 
-def speed_scale(n: float, th: Thresholds = DEFAULT_THRESHOLDS) -> float:
-    """Factor on speed thresholds for mean motion n: n / n_LEO, at least ``th.speed_scale_floor``."""
-    return max(n / LEO_MEAN_MOTION, th.speed_scale_floor)
-
-
 def track_arcs(grid: np.ndarray, rng: np.ndarray, burns: list[tuple[float, float, int]]) -> list[dict[str, float]]:
     """Coasting arcs between burns, each with the delta-v of the burn that starts it (0 for the first).
 
@@ -488,28 +480,40 @@ def track_arcs(grid: np.ndarray, rng: np.ndarray, burns: list[tuple[float, float
     return arcs
 
 
-def range_monotony(rng: np.random.Generator | np.ndarray) -> tuple[float, float]:
+def range_monotony(rng: np.random.Generator | np.ndarray) -> tuple[float, float, float]:
     """How far a range history (J,) strays from "closes, then opens" (a V, or half of one).
 
-    Returns (reopen, reclose): the largest rise above the running minimum before the closest
-    approach, and the largest fall below the running maximum after it, each relative to that
-    running extreme. Both are ~0 for an approach (closing throughout), a retreat (closing, then
-    opening) or a flyby; a target that wanders in and out has both large. The closing phase is
-    counted from where the range first falls ``CLOSEST_BAND`` below its start if it swung out by
-    at most ``INITIAL_SWING`` before: a transfer may swing out a little before it closes in.
+    Returns (reopen, reclose, swing): the largest rise above the running minimum before the
+    closest approach and the largest fall below the running maximum after it, each relative to
+    that running extreme, and how far the range first rises above its start before it closes
+    (relative to the start). reopen and reclose are ~0 for an approach (closing throughout), a
+    retreat (closing, then opening) or a flyby; a target that wanders in and out has both large.
+    The closing phase is counted from where the range first falls ``CLOSEST_BAND`` below its start
+    if it swung out by at most ``INITIAL_SWING`` before (a transfer may swing out a little before
+    it closes in), else from the top of the swing (``swing`` says how far it went).
     """
     rng = np.asarray(rng, dtype=float)
     k = int(np.argmin(rng))
     below = np.flatnonzero(rng[:k + 1] < (1.0 - CLOSEST_BAND) * rng[0])
     start = int(below[0]) if below.size else 0
+    top = int(np.argmax(rng[:k + 1]))
     if rng[:start + 1].max() > (1.0 + INITIAL_SWING) * rng[0]:
-        start = 0
+        start = top
     before, after = rng[start:k + 1], rng[k:]
     low = np.minimum.accumulate(before)
     high = np.maximum.accumulate(after)
     reopen = float(np.max((before - low) / np.maximum(low, 1e-9)))
     reclose = float(np.max((high - after) / np.maximum(high, 1e-9)))
-    return reopen, reclose
+    swing = float(rng[top] / max(rng[0], 1e-9) - 1.0)
+    return reopen, reclose, swing
+
+
+def along_track_drift(pos: np.ndarray, vel: np.ndarray, n: float) -> float:
+    """Along-track drift speed (m/s) of the relative orbit of a track pos, vel (J, 3):
+    ``|median(3 vy + 6 n x)|``. ``3 vy + 6 n x`` is a constant of coasting CW motion: zero on a
+    closed relative ellipse (a natural fly-around), ``1.5 n x`` on a co-elliptic pass, large on a
+    transfer; the median over the track is that of its longest coasting stretch."""
+    return float(abs(np.median(3.0 * vel[:, 1] + 6.0 * n * pos[:, 0])))
 
 
 def track_features(
@@ -523,8 +527,10 @@ def track_features(
     by local cubic fits that use the true sample times; the classic keys come from that grid
     and the extra keys (:data:`TRACK_FEATURE_KEYS`, docs/CONTRACT.md) say what was seen: orbit,
     window, median cadence, samples, longest gap, the analysis step, the median speed, the
-    continuous thrust acceleration, how far the range strays from closing-then-opening
-    (:func:`range_monotony`), when the range is within ``CLOSEST_BAND`` of its minimum, the
+    continuous thrust acceleration, the along-track drift of the relative orbit
+    (:func:`along_track_drift`), how far the range strays from closing-then-opening and how far it
+    first swings out (:func:`range_monotony`; the re-opening also counted from the first burn's
+    arc on), when the range is within ``CLOSEST_BAND`` of its minimum, the
     burns (``{"t_s", "dv_mps"}``) and the coasting arcs between them (``{"t0_s", "t1_s", "r0_m",
     "r1_m", "rmin_m", "rmax_m", "dv_mps"}``).
     """
@@ -547,7 +553,10 @@ def track_features(
     dvs = [b[1] for b in burns]
     window = float(t[-1] - t[0])
     mean_rdot = float(np.trapezoid(rdot, t) / window) if window > 0 else float(np.mean(rdot))
-    reopen, reclose = range_monotony(rng)
+    reopen, reclose, swing = range_monotony(rng)
+    # The same from the first burn's arc on: a window may start with the burn that sets up the course.
+    after_first = burns[0][2] + int(round(FIT_SPAN_STEPS / 2)) + 1 if burns else 0
+    reopen_after_first = range_monotony(rng[after_first:])[0] if len(rng) - after_first >= 2 else reopen
     near_min = np.flatnonzero(rng <= (1.0 + CLOSEST_BAND) * rng[k_min])
     out = {
         "initial_range_m": round(float(rng[0]), 2),
@@ -569,8 +578,11 @@ def track_features(
         "analysis_step_s": round(step, 1),
         "median_speed_mps": round(float(np.median(speed)), 4),
         "continuous_accel_mps2": round(accel, 7),
+        "drift_mps": round(along_track_drift(pos, vel, n), 4),
         "reopen_frac": round(reopen, 4),
         "reclose_frac": round(reclose, 4),
+        "swing_frac": round(swing, 4),
+        "reopen_after_first_burn_frac": round(reopen_after_first, 4),
         "closest_span_s": [round(float(grid[near_min[0]] - grid[0]), 1), round(float(grid[near_min[-1]] - grid[0]), 1)],
         "burns": [{"t_s": round(b[0], 1), "dv_mps": round(b[1], 4)} for b in burns],
         "arcs": track_arcs(grid, rng, burns),

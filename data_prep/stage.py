@@ -5,8 +5,11 @@
 Simulation, per motion class: draw scenarios (base geometries) with ``variants_per_scenario``
 variants each, propagate them (:mod:`data_prep.simulate`), observe them with the noisy
 sensor (:mod:`data_prep.sensor`), derive features from the observation only
-(:mod:`data_prep.features`) and keep a sample only if :func:`data_prep.labelling.relabel_motion`
-gives back the generating class (dropped counts go to the manifest). Context fields are
+(:mod:`data_prep.features`) and keep a sample only if :func:`data_prep.oracle.relabel_motion`
+gives back the generating class. The manifest counts the drops per class and outcome
+(``dropped_per_class``: ambiguous or the class read instead) and per reason
+(``dropped_per_reason``, ``dropped_reasons_total``: ``relabelled:<label>`` or
+``ambiguous:<branch of the oracle's rules>``, :func:`data_prep.oracle.drop_reason`). Context fields are
 drawn uniformly; operation and task intents follow :mod:`data_prep.rules`. Splits are
 stratified by motion class and cut by scenario, so the variants of one scenario never
 straddle splits. Imported rows are split by a hash of their sample id.
@@ -37,7 +40,7 @@ from tqdm import tqdm
 from data_prep import cw, rules, simulate, wide
 from data_prep.features import compute_features, features_batch
 from data_prep.imports import ImportSpec, hashed_split, import_file
-from data_prep.labelling import Thresholds, relabel_motion
+from data_prep.oracle import Thresholds, drop_reason
 from data_prep.sensor import SensorNoise, measure
 from pipeline.core.config import ConfigError
 from pipeline.core.io import atomic_path, check_finite, write_jsonl
@@ -267,9 +270,7 @@ def simulate_class_wide(cfg: DataPrepConfig, class_idx: int, motion: str, target
             if len(kept) >= target:
                 break
             f = compute_features(obs, th=cfg.thresholds)
-            label = relabel_motion(f, cfg.thresholds)
-            if label != motion:
-                dropped["ambiguous" if label is None else label] += 1
+            if count_drop(dropped, f, motion, cfg.thresholds):
                 continue
             context, labels = balancer.choose(contexts[i], balance_rng)
             kept.append({
@@ -309,6 +310,24 @@ def simulate_class_any(cfg: DataPrepConfig, class_idx: int, motion: str, target:
     return kept + kept_w, list(states) + list(states_w), dropped + dropped_w
 
 
+def count_drop(dropped: Counter, features: dict[str, Any], motion: str, th: Thresholds) -> bool:
+    """Whether the oracle drops a sample generated as ``motion``; counts it under its reason
+    (:func:`data_prep.oracle.drop_reason`: ``relabelled:<label>`` or ``ambiguous:<branch>``)."""
+    reason = drop_reason(features, motion, th)
+    if reason is not None:
+        dropped[reason] += 1
+    return reason is not None
+
+
+def drops_per_outcome(reasons: dict[str, int]) -> dict[str, int]:
+    """Drop counts per reason -> per outcome (``ambiguous`` or the class read instead)."""
+    out: Counter = Counter()
+    for reason, count in reasons.items():
+        kind, _, detail = reason.partition(":")
+        out["ambiguous" if kind == "ambiguous" else detail] += count
+    return dict(sorted(out.items()))
+
+
 def pad_states(states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Variable-length states [(T_i, 7)] -> (n, max T, 7) float32 padded with NaN, lengths (n,)."""
     lengths = np.array([len(s) for s in states], dtype=np.int64)
@@ -323,7 +342,7 @@ def simulate_class(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
     """Kept samples of one motion class, their true states (n, T, 7) and the drop counter.
 
     Samples are kept in scenario order until ``target`` is reached; the drop counter maps
-    the relabel outcome (``"ambiguous"`` or another class) to its count.
+    each drop reason (:func:`count_drop`) to its count.
     """
     n = cw.orbit_mean_motion(cfg.orbit)
     n_steps = int(round(cfg.window_s / cfg.cadence_s))
@@ -349,9 +368,7 @@ def simulate_class(cfg: DataPrepConfig, class_idx: int, motion: str, target: int
         for i, f in enumerate(feats):
             if len(kept) >= target:
                 break
-            label = relabel_motion(f, cfg.thresholds)
-            if label != motion:
-                dropped["ambiguous" if label is None else label] += 1
+            if count_drop(dropped, f, motion, cfg.thresholds):
                 continue
             context, labels = balancer.choose(contexts[i], balance_rng)
             kept.append({
@@ -388,9 +405,11 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     states_split: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     dropped: dict[str, dict[str, int]] = {}
+    reasons: dict[str, dict[str, int]] = {}
     for class_idx, motion in enumerate(tqdm(cfg.motions, desc="simulate", disable=None)):
         kept, states, drops = simulate_class_any(cfg, MOTION_LABELS.index(motion), motion, targets[motion])
-        dropped[motion] = dict(sorted(drops.items()))
+        reasons[motion] = dict(sorted(drops.items()))
+        dropped[motion] = drops_per_outcome(reasons[motion])
         split_of = assign_scenario_splits([r["scenario_seed"] for r in kept], cfg.seed, class_idx, cfg.split_fractions)
         for rec, st in zip(kept, states):
             split = split_of[rec["scenario_seed"]]
@@ -417,8 +436,13 @@ def simulate_records(cfg: DataPrepConfig) -> tuple[dict[str, list[dict]], dict[s
         n_t = int(round(cfg.window_s / cfg.cadence_s)) + 1
         out_states[split] = (np.stack([states_split[split][j] for j in order]) if len(order)
                              else np.zeros((0, n_t, 7), dtype=np.float32))
+    totals: Counter = Counter()
+    for per_reason in reasons.values():
+        totals.update(per_reason)
     stats = {"dropped_per_class": dropped,
-             "dropped_total": int(sum(sum(d.values()) for d in dropped.values()))}
+             "dropped_total": int(sum(sum(d.values()) for d in dropped.values())),
+             "dropped_per_reason": reasons,
+             "dropped_reasons_total": dict(sorted(totals.items()))}
     return by_split, out_states, stats
 
 

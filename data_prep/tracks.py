@@ -515,11 +515,11 @@ def example_records(seed: int = 0) -> list[dict[str, Any]]:
     """The example tracks, simulated (wide simulator, new manoeuvre styles, sensor noise); for each
     the first seeded draw whose observation the oracle reads as its class."""
     from data_prep import cw, wide
-    from data_prep.labelling import relabel_motion
+    from data_prep.oracle import relabel_motion
     from data_prep.sensor import SensorNoise, measure
 
     mix = wide.ManoeuvreMix(hovering_impulsive=1.0, approach_burns=1.0, rendezvous_burns=1.0, collision_burns=1.0,
-                            retreat_setup=1.0)
+                            retreat_setup=1.0, setup_drift=0.0, approach_swing=0.0)
     records = []
     for k, (tid, motion, orbit, orbits, cadence, sampling, context) in enumerate(EXAMPLE_TRACKS):
         period = 2 * math.pi / cw.orbit_mean_motion(orbit)

@@ -21,13 +21,16 @@ fly_around  natural closed ellipse (as classic)
 approach    phasing drift; coasting on a transfer to a standoff point started before the
             window; or holding/drifting far out, then transfer hops with their departure,
             waypoint and mid-course correction burns inside the window (``approach_burns``),
-            arriving after the window
+            arriving after the window; or (``approach_swing``, short windows) one long transfer
+            from off the V-bar that swings out before it closes in, departed just before or
+            just inside the window
 rendezvous  hops to a V-bar docking port arriving inside the window, braking burn, hold; the
             first hop started before the window or (``rendezvous_burns``) inside it
 collision   hops to a hull point arriving at the last sample (``collision_burns``: the first
             hop departs inside the window)
 retreat     collision course, then an evasive transfer to a far point; the burn that set up
-            the collision course before or (``retreat_setup``) inside the window
+            the collision course before or (``retreat_setup``) inside the window, made from a
+            hold or (``setup_drift``) from a drift
 random      bounded drift with 3-5 random impulses (0.8-2.5 m/s in LEO, scaled by the mean
             motion in other orbits)
 ==========  ==================================================================================
@@ -84,6 +87,13 @@ class ManoeuvreMix:
     collision_burns: float = 0.5
     # Retreats whose window includes the burn that set up the collision course.
     retreat_setup: float = 0.5
+    # Of those, the ones that drift (instead of holding) before the set-up burn (look-alike of
+    # tracks simulated elsewhere: the range may first close or open a little, then the course is set).
+    setup_drift: float = 0.5
+    # Approaches flown as one long transfer that swings out before it closes in (0.55-0.9 orbits from
+    # up to 40 % off the V-bar to a V-bar standoff point, departed just before or inside the window's
+    # first 5 %), where the window is short enough for it; else the styles above.
+    approach_swing: float = 0.25
     # Probability that a transfer hop gets a mid-course correction (the last hop of a rendezvous
     # or collision always does: it has to hit its mark).
     correction_prob: float = 0.5
@@ -144,7 +154,7 @@ def make_sim(settings: TrackSettings, accel_noise: float, rng: np.random.Generat
     sub = settings.substeps
     n_obs = settings.n_samples - 1
     n = cw.orbit_mean_motion(settings.orbit)
-    return Sim(n, settings.cadence_s / sub, n_obs * sub, accel_noise * (n / cw.LEO_MEAN_MOTION) ** 2, rng)
+    return Sim(n, settings.cadence_s / sub, n_obs * sub, accel_noise * cw.speed_scale(n) ** 2, rng)
 
 
 def sample_indices(rng: np.random.Generator, settings: TrackSettings) -> np.ndarray:
@@ -306,11 +316,6 @@ def _controller(sim: Sim, by_step: dict, err: float, anchor: np.ndarray,
 
 
 # ---------------------------------------------------------------------------------- generators
-def _speed_scale(sim: Sim) -> float:
-    """Speeds of the same geometry in orbit-scaled time: n / n_LEO."""
-    return sim.n / cw.LEO_MEAN_MOTION
-
-
 def _vbar_direction(rng: np.random.Generator, spread: float = 0.1) -> np.ndarray:
     """(3,) unit vector near the +/- V-bar (along-track): radial and cross-track parts uniform in
     +/- spread before normalising (radial offsets of kilometres cost metres per second)."""
@@ -346,7 +351,7 @@ def plan_hovering(g: Guide) -> Plan:
     r = _unit(rng, 1, z_scale=spread, x_scale=spread)[0] * _log_uniform(rng, 300.0 if impulsive else 500.0,
                                                                         10_000.0, 1)[0]
     # A small velocity error: under hold thrust, 1 mm/s along-track drifts ~3 m per 1000 s.
-    plan = Plan(state0=np.concatenate([r, 0.0002 * _speed_scale(sim) * rng.standard_normal(3)]))
+    plan = Plan(state0=np.concatenate([r, 0.0002 * cw.speed_scale(sim.n) * rng.standard_normal(3)]))
     if not impulsive:
         plan.hold_until = sim.n_steps
         return plan
@@ -363,8 +368,14 @@ def _keep_station(plan: Plan, k_from: int, k_to: int, k_sk: int) -> None:
 
 
 def plan_approach(g: Guide) -> Plan:
-    """Phasing drift, a transfer coasting through the window, or hops with burns in the window."""
+    """A swing-out transfer, phasing drift, a transfer coasting through the window, or hops with
+    burns in the window."""
     rng, sim, n, period = g.rng, g.sim, g.sim.n, g.sim.period
+    # (no draw when the style is off: configs without it keep their tracks)
+    if g.mix.approach_swing > 0 and rng.random() < g.mix.approach_swing:
+        plan = _swing_transfer(g)
+        if plan is not None:
+            return plan
     u = rng.random()
     if u < g.mix.approach_burns:
         state0, holds = _far_start(g, 3000.0, 15_000.0)
@@ -399,6 +410,29 @@ def plan_approach(g: Guide) -> Plan:
     return Plan(state0=np.array([dh, y0, z0, 0.0, -1.5 * n * dh, 0.0]))
 
 
+def _swing_transfer(g: Guide) -> Plan | None:
+    """One long transfer from 3-12 km out, up to 40 % off the V-bar radially, to a V-bar standoff
+    point 0.4-2 km out, departing at -5..+5 % of its duration (held there until a departure inside
+    the window), the window ending 75-97 % of the way: the range swings out before it closes in.
+    None if the window is too long for one transfer of 0.5-0.95 orbits (or singular targeting)."""
+    rng, sim, n, period = g.rng, g.sim, g.sim.n, g.sim.period
+    s_dep, q = rng.uniform(-0.05, 0.05), rng.uniform(0.75, 0.97)
+    tau = sim.window / (q - s_dep)
+    d = np.array([rng.uniform(-0.4, 0.4), rng.choice([-1.0, 1.0]), rng.uniform(-0.1, 0.1)])
+    r_dep = d / np.linalg.norm(d) * _log_uniform(rng, 3000.0, 12_000.0, 1)[0]
+    standoff = np.array([rng.uniform(-0.05, 0.05), np.sign(d[1]), 0.0])
+    standoff *= rng.uniform(400.0, 2000.0) / np.linalg.norm(standoff)
+    if not 0.5 <= tau / period <= 0.95:
+        return None
+    t_dep = s_dep * tau
+    if t_dep > 0:
+        plan = Plan(state0=np.concatenate([r_dep, np.zeros(3)]), hold_until=g.step(t_dep))
+        plan.events.append((g.step(t_dep), GO, standoff, g.step(t_dep + tau), 1.0))
+        return plan
+    v_dep = cw.two_impulse_velocity(r_dep[None], standoff[None], n, np.array([tau]))[0]
+    return Plan(state0=g.coast(np.concatenate([r_dep, v_dep]), -t_dep))
+
+
 def _arrive_by_hops(g: Guide, plan: Plan, burns_inside: bool, r_from: np.ndarray, r_to: np.ndarray,
                     t_arr: float, t_b: float) -> np.ndarray:
     """Hops from ``r_from`` arriving at ``r_to`` at ``t_arr``; returns the initial state (6,).
@@ -424,6 +458,32 @@ def _arrive_by_hops(g: Guide, plan: Plan, burns_inside: bool, r_from: np.ndarray
     return g.coast(np.concatenate([r_from, v_dep]), -t_dep)
 
 
+def _plan_hops(g: Guide, share: float, t_b_window: tuple[float, float], r_from: np.ndarray, r_to: np.ndarray,
+               t_arr: float, drift_share: float = 0.0) -> Plan:
+    """A plan of hops from ``r_from`` arriving at ``r_to`` at ``t_arr`` (:func:`_arrive_by_hops`).
+
+    With probability ``share`` the first burn falls inside the window, at ``t_b`` drawn uniformly in
+    ``t_b_window`` (fractions of the window), the target holding at ``r_from`` until then; unless
+    less than the shortest hop (``HOP_ORBITS[0]``) would remain, then (and otherwise) the target is
+    already coasting on the first hop at t = 0. Of the in-window first burns, a share ``drift_share``
+    is made from a drift instead of a hold.
+    """
+    inside = g.rng.random() < share
+    t_b = g.rng.uniform(*t_b_window) * g.sim.window
+    if inside and (t_arr - t_b) / g.sim.period < HOP_ORBITS[0]:
+        inside = False
+    plan = Plan(state0=np.zeros(6))
+    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, r_to, t_arr, t_b)
+    if inside and drift_share > 0 and g.rng.random() < drift_share:
+        # Drifting (any direction, up to 80 % of the course's mean speed) into r_from at t_b instead of
+        # holding there; the closed-loop burn at t_b sets the course from wherever it then is.
+        v_pre = _unit(g.rng, 1)[0] * g.rng.uniform(0.0, 0.8) * np.linalg.norm(r_to - r_from) / (t_arr - t_b)
+        plan.state0 = g.coast(np.concatenate([r_from, v_pre]), -t_b)
+    elif inside:
+        plan.hold_until = g.step(t_b)
+    return plan
+
+
 def _waypoint(r_from: np.ndarray, r_to: np.ndarray, q: float) -> np.ndarray:
     """The point a fraction ``q`` of the way in: on the line of sight of ``r_from``, range
     interpolated linearly to that of ``r_to``."""
@@ -446,14 +506,7 @@ def plan_rendezvous(g: Guide) -> Plan:
     # The window starts well before the final hop (else the target would start < 300 m out).
     t_entry = max(t_arr - final, 0.25 * sim.window)
     t_arr = t_entry + final
-    inside = rng.random() < g.mix.rendezvous_burns
-    t_b = rng.uniform(0.05, 0.3) * sim.window
-    if inside and (t_entry - t_b) / period < HOP_ORBITS[0]:
-        inside = False
-    plan = Plan(state0=np.zeros(6))
-    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, entry, t_entry, t_b)
-    if inside:
-        plan.hold_until = g.step(t_b)
+    plan = _plan_hops(g, g.mix.rendezvous_burns, (0.05, 0.3), r_from, entry, t_entry)
     k_entry, k_arr = g.step(t_entry), g.step(t_arr)
     plan.events.append((k_entry, GO, port, k_arr, 1.0))
     k_corr = g.step(t_entry + rng.uniform(0.5, 0.75) * (t_arr - t_entry))
@@ -468,15 +521,7 @@ def plan_collision(g: Guide) -> Plan:
     rng, sim = g.rng, g.sim
     hit = _unit(rng, 1)[0] * rng.uniform(0.0, 25.0)
     r_from = _vbar_direction(rng, 0.3) * _log_uniform(rng, 1500.0, 12_000.0, 1)[0]
-    inside = rng.random() < g.mix.collision_burns
-    t_b = rng.uniform(0.05, 0.4) * sim.window
-    if inside and (sim.window - t_b) / sim.period < HOP_ORBITS[0]:
-        inside = False
-    plan = Plan(state0=np.zeros(6))
-    plan.state0 = _arrive_by_hops(g, plan, inside, r_from, hit, sim.window, t_b)
-    if inside:
-        plan.hold_until = g.step(t_b)
-    return plan
+    return _plan_hops(g, g.mix.collision_burns, (0.05, 0.4), r_from, hit, sim.window)
 
 
 def plan_retreat(g: Guide) -> Plan:
@@ -492,14 +537,7 @@ def plan_retreat(g: Guide) -> Plan:
     t_imp = t_ev + rng.uniform(0.1, 0.35) * period
     hit = _unit(rng, 1)[0] * rng.uniform(0.0, 25.0)
     r_from = _vbar_direction(rng, 0.15) * _log_uniform(rng, 2000.0, 8000.0, 1)[0]
-    setup = rng.random() < g.mix.retreat_setup
-    t_b = rng.uniform(0.03, 0.2) * w
-    if setup and (t_imp - t_b) / period < HOP_ORBITS[0]:
-        setup = False
-    plan = Plan(state0=np.zeros(6))
-    plan.state0 = _arrive_by_hops(g, plan, setup, r_from, hit, t_imp, t_b)
-    if setup:
-        plan.hold_until = g.step(t_b)
+    plan = _plan_hops(g, g.mix.retreat_setup, (0.03, 0.2), r_from, hit, t_imp, g.mix.setup_drift)
     k_ev = g.step(t_ev)
     plan.events = [e for e in plan.events if e[0] < k_ev]
     side = 1.0 if r_from[1] >= 0 else -1.0
@@ -515,7 +553,7 @@ def plan_retreat(g: Guide) -> Plan:
 def gen_random_wide(sim: Sim, n_scen: int, n_var: int) -> np.ndarray:
     """Classic random (3-5 impulses 0.8-2.5 m/s, drift 0-1 m/s from a start 1-15 km out, mostly
     along-track) with speeds scaled by n / n_LEO."""
-    scale = _speed_scale(sim)
+    scale = cw.speed_scale(sim.n)
     rng = sim.rng
     # Mostly along-track: a radial offset of kilometres alone makes a relative orbit of ~10 m/s.
     r0 = np.stack([_vbar_direction(rng, 0.5) for _ in range(n_scen)])

@@ -97,7 +97,7 @@ class Perturbed:
     options: Any
     prompt: str
     label_may_change: bool
-    # motion label the physics oracle (data_prep.labelling.relabel_motion) gives the perturbed features;
+    # motion label the physics oracle (data_prep.oracle.relabel_motion) gives the perturbed features;
     # None when not checked (text-level perturbation, or no features)
     oracle_motion: str | None = None
 
@@ -532,7 +532,7 @@ def vary_example(record: dict[str, Any], options: Any, steps: list[tuple[str, in
 
 def oracle_motion(features: dict[str, Any]) -> str | None:
     """Motion label the simulator's relabelling rules give ``features`` (None = ambiguous)."""
-    from data_prep.labelling import relabel_motion
+    from data_prep.oracle import relabel_motion
 
     return relabel_motion(features)
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import relabel_motion
 from data_prep.rules import determined_intents
 from data_prep.tracks import read_tracks
 from pipeline.core.config import ConfigError

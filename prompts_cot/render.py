@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from data_prep.labelling import DEFAULT_THRESHOLDS, Thresholds
+from data_prep.oracle import DEFAULT_THRESHOLDS, Thresholds
 from pipeline.core.answer import format_answer, is_answer_line
 from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, display
 from prompts_cot.templates import N_INSTRUCTION_VARIANTS, TEMPLATES
@@ -149,7 +149,7 @@ def options_from_dict(d: dict[str, Any]) -> RenderOptions:
 
 def thresholds() -> Thresholds:
     """The motion relabelling thresholds, so that the numbers quoted in rationales and the
-    qualitative clauses are exactly the ones ``data_prep.labelling.relabel_motion`` applies."""
+    qualitative clauses are exactly the ones ``data_prep.oracle.relabel_motion`` applies."""
     return DEFAULT_THRESHOLDS
 
 
@@ -515,7 +515,7 @@ def _ratio_text(x: float) -> str:
 
 
 def threshold_checks(f: dict[str, Any], motion: str, opts: RenderOptions, th: Thresholds | None = None) -> list[Check]:
-    """The key numbers of ``motion``'s relabelling rule (data_prep.labelling) against its thresholds.
+    """The key numbers of ``motion``'s relabelling rule (data_prep.oracle) against its thresholds.
 
     The ``Check:`` step of the rationale is ``check_sep.join(c.text() for c in threshold_checks(...))``; the
     faithfulness checker (eval.faithfulness) compares a generated step with these claims.

@@ -23,7 +23,7 @@ import numpy as np
 
 from data_prep.cw import orbit_mean_motion, propagate
 from data_prep.features import compute_features, range_trend
-from data_prep.labelling import DEFAULT_THRESHOLDS
+from data_prep.oracle import DEFAULT_THRESHOLDS
 from data_prep.rules import intents
 from data_prep.sensor import SensorNoise, measure
 from pipeline.core.answer import format_answer
@@ -41,7 +41,7 @@ def make_context(cooperative: bool = False, equipment: str = "robotic_arm", size
 def _profile(motion: str, t: np.ndarray, scale: float) -> tuple[np.ndarray, int, list[float]]:
     """Range (m) over time for a motion class, its number of burns and its LVLH extents (m).
 
-    Shapes and extents are chosen to satisfy ``data_prep.labelling.relabel_motion`` for the class.
+    Shapes and extents are chosen to satisfy ``data_prep.oracle.relabel_motion`` for the class.
     """
     T = float(t[-1])
     if motion == "hovering":

@@ -16,7 +16,7 @@ from record_fixtures import make_records
 
 from data_prep import cw
 from data_prep.features import compute_features
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import relabel_motion
 from data_prep.rules import CONTEXT_VALUES, determined_intents, intents
 from data_prep.tracks import EXAMPLE_PATH, observation_from_states, read_tracks
 from pipeline.classify import (STAGE, ClassifyConfig, classify_tracks, prompt_options, render_prompts,

@@ -11,7 +11,7 @@ from scipy.linalg import expm
 
 from data_prep import cw, rules, simulate
 from data_prep.features import FEATURE_KEYS, compute_features, features_batch
-from data_prep.labelling import DEFAULT_THRESHOLDS, Thresholds, relabel_motion
+from data_prep.oracle import DEFAULT_THRESHOLDS, Thresholds, drop_reason, explain_motion, relabel_motion
 from data_prep.sensor import SensorNoise, measure
 from pipeline.core.taxonomy import LABELS, MOTION_LABELS
 
@@ -156,6 +156,18 @@ def _feat(**kw):
 ])
 def test_relabel_rules_on_hand_made_features(features, expected):
     assert relabel_motion(features) == expected
+
+
+def test_drop_reasons_name_the_outcome_and_the_branch():
+    """What the stage counts in its manifest for a dropped sample (data_prep.oracle.drop_reason)."""
+    one_burn = _feat(n_burns=1, initial_range_m=1500.0, min_range_m=1500.0, final_range_m=6000.0)
+    assert drop_reason(one_burn, "retreat") == "ambiguous:one_burn_not_a_retreat"
+    close_hover = _feat(initial_range_m=100.0, min_range_m=30.0, final_range_m=30.0, final_speed_mps=0.01)
+    assert drop_reason(close_hover, "rendezvous") == "ambiguous:rendezvous_from_too_close"
+    drift = _feat(initial_range_m=5000.0, min_range_m=4900.0, final_range_m=4950.0, extent_m=[10.0, 900.0, 5.0])
+    assert drop_reason(drift, "approach") == "ambiguous:coasting_matches_no_rule"
+    assert drop_reason(_feat(), "approach") == "relabelled:flyby"
+    assert drop_reason(_feat(), "flyby") is None and explain_motion(_feat()) == ("flyby", "flyby")
 
 
 def test_thresholds_change_decisions():

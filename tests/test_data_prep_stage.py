@@ -11,7 +11,7 @@ import pytest
 
 from data_prep.features import compute_features
 from data_prep.imports import parse_answer
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import relabel_motion
 from data_prep.stage import STAGE, DataPrepConfig
 from pipeline.cli import main as cli_main
 from pipeline.core.config import ConfigError, load_config
@@ -44,8 +44,16 @@ def test_records_follow_the_contract(tiny_run):
     assert sum(len(r) for r in rows.values()) == 160
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     assert manifest["stats"]["rows"] == {s: len(rows[s]) for s in SPLITS}
-    assert set(manifest["stats"]["dropped_per_class"]) == {
+    stats = manifest["stats"]
+    assert set(stats["dropped_per_class"]) == set(stats["dropped_per_reason"]) == {
         "hovering", "flyby", "fly_around", "approach", "rendezvous", "collision", "retreat", "random"}
+    # Every drop is counted once per reason: relabelled:<class> or ambiguous:<branch of the rules>.
+    for motion, reasons in stats["dropped_per_reason"].items():
+        assert all(r.split(":")[0] in ("relabelled", "ambiguous") for r in reasons)
+        assert sum(reasons.values()) == sum(stats["dropped_per_class"][motion].values())
+        assert sum(v for r, v in reasons.items() if r.startswith("ambiguous:")) == (
+            stats["dropped_per_class"][motion].get("ambiguous", 0))
+    assert sum(stats["dropped_reasons_total"].values()) == stats["dropped_total"] > 0
     keys = {"sample_id", "scenario_seed", "split", "source", "labels", "context", "observation", "features",
             "text", "rationale", "provenance"}
     for split, recs in rows.items():

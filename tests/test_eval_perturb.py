@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from record_fixtures import make_records, make_text_record
 
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import relabel_motion
 from eval.perturb import (
     DISTRACTORS,
     SPECS,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from record_fixtures import make_record, make_text_record
 
-from data_prep.labelling import DEFAULT_THRESHOLDS as TH
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import DEFAULT_THRESHOLDS as TH
+from data_prep.oracle import relabel_motion
 from pipeline.core.taxonomy import LABELS, LEVEL_DISPLAY, LEVELS, MOTION_LABELS, canonical_label, display
 from prompts_cot import templates
 from prompts_cot.render import (

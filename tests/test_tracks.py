@@ -11,7 +11,7 @@ import pytest
 
 from data_prep import cw
 from data_prep.features import FEATURE_KEYS, TRACK_FEATURE_KEYS, compute_features
-from data_prep.labelling import relabel_motion
+from data_prep.oracle import relabel_motion
 from data_prep.tracks import (EXAMPLE_PATH, EXAMPLE_TRACKS, example_records, observation_from_states, read_tracks,
                               write_tracks_csv)
 from pipeline.core.io import DataError

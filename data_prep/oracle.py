@@ -37,7 +37,11 @@ Anything else is ambiguous (``None``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
+
+from data_prep.cw import orbit_mean_motion
+from data_prep.cw import speed_scale as orbit_speed_scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,10 @@ class Thresholds:
     # Retreat with burns: the turning burn is at least this fraction of the median speed (it
     # reverses the motion; a small correction at the closest approach does not).
     retreat_min_turn_dv_frac: float = 0.5
+    # Fly-around (tracks): the relative orbit is closed, i.e. its along-track drift over one orbit
+    # (drift_mps x period) is at most this times the closest range; a transfer that swings out
+    # before it closes in drifts by kilometres per orbit (a closed ellipse: a few % of its size).
+    fly_around_max_drift_frac: float = 0.15
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -100,6 +108,11 @@ DEFAULT_THRESHOLDS = Thresholds()
 def _ratio(a: float, b: float) -> float:
     """a / b, guarded against a zero denominator."""
     return a / max(b, 1e-9)
+
+
+#: A decision: (motion label or None = ambiguous, the rule that decided; for None, the branch of the
+#: rules that left the track without a class, e.g. ``one_burn_not_a_retreat``).
+Decision = tuple[str | None, str]
 
 
 def relabel_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
@@ -113,13 +126,32 @@ def relabel_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS
             (``extent_m`` = ``[x, y, z]`` extents of the reconstructed LVLH track, metres).
         th: decision thresholds.
     """
+    return explain_motion(features, th)[0]
+
+
+def explain_motion(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> Decision:
+    """:func:`relabel_motion`'s label and the rule that gave it (or, for None, why none did)."""
     if "arcs" in features:
-        return relabel_track(features, th)
-    return relabel_classic(features, th)
+        return _decide_track(features, th)
+    return _decide_classic(features, th)
+
+
+def drop_reason(features: dict[str, Any], motion: str, th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
+    """Why the simulator drops a sample generated as ``motion``: None if the oracle gives it back that
+    class, ``relabelled:<label>`` if it reads another class, else ``ambiguous:<branch>``."""
+    label, rule = explain_motion(features, th)
+    if label == motion:
+        return None
+    return f"relabelled:{label}" if label is not None else f"ambiguous:{rule}"
 
 
 def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
     """The module table's rules on the 11 classic feature keys (None = ambiguous)."""
+    return _decide_classic(features, th)[0]
+
+
+def _decide_classic(features: dict[str, Any], th: Thresholds) -> Decision:
+    """The module table's rules with the rule that decided (see :data:`Decision`)."""
     r0 = float(features["initial_range_m"])
     rmin = float(features["min_range_m"])
     rf = float(features["final_range_m"])
@@ -129,41 +161,62 @@ def relabel_classic(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLD
     extent_norm = sum(e * e for e in extent) ** 0.5
 
     if _ratio(extent_norm, r0) <= th.hover_range_tolerance and vf <= th.hover_speed_mps:
-        return "hovering"
+        return "hovering", "hovering"
     if rf <= th.rendezvous_range_m and vf <= th.rendezvous_speed_mps:
-        return "rendezvous" if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m else None
+        return _rendezvous(r0, th)
     if rf <= th.contact_range_m:
-        return "collision"
+        return "collision", "collision"
     if n_burns >= th.random_min_burns:
-        return "random"
+        return "random", "random"
     if n_burns >= 1:
         closes = rmin <= (1.0 - th.retreat_min_closing_frac) * r0
         opens = rf >= (1.0 + th.retreat_min_opening_frac) * rmin
-        return "retreat" if closes and opens else None
+        return ("retreat", "retreat") if closes and opens else (None, "one_burn_not_a_retreat")
     outside = rmin > th.keepout_radius_m
     if (outside and _ratio(r0, rmin) >= th.flyby_min_range_ratio
             and _ratio(rf, rmin) >= th.flyby_min_range_ratio
             and extent[0] <= th.flyby_max_radial_frac * rmin):
-        return "flyby"
+        return "flyby", "flyby"
     if (outside and _ratio(r0, rmin) <= th.fly_around_max_range_ratio
             and _ratio(rf, rmin) <= th.fly_around_max_range_ratio
             and extent[0] >= th.fly_around_min_radial_frac * rmin):
-        return "fly_around"
-    if (rf <= (1.0 - th.approach_min_closing_frac) * r0 and rf <= (1.0 + th.approach_end_tolerance) * rmin
-            and vf > th.hover_speed_mps and rf > th.rendezvous_range_m):
-        return "approach"
-    return None
+        return "fly_around", "fly_around"
+    if _closes_in(features, th.approach_end_tolerance, th.hover_speed_mps, th):
+        return "approach", "approach"
+    return None, "coasting_matches_no_rule"
 
 
-#: Local fits span this many analysis steps (data_prep.features.FIT_SPAN_STEPS).
+def _rendezvous(r0: float, th: Thresholds) -> Decision:
+    """At the station and at rest: a rendezvous if it came from afar, else ambiguous (a close hover)."""
+    if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m:
+        return "rendezvous", "rendezvous"
+    return None, "rendezvous_from_too_close"
+
+
+def _closes_in(f: dict[str, Any], end_tolerance: float, hover_speed: float, th: Thresholds) -> bool:
+    """The approach end state: closed by ``approach_min_closing_frac`` of the initial range, still
+    closing at the end (``final <= (1 + end_tolerance) * min``), still moving (``final_speed_mps >
+    hover_speed``) and short of the station (``final_range_m > rendezvous_range_m``)."""
+    r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
+    return (rf <= (1.0 - th.approach_min_closing_frac) * r0 and rf <= (1.0 + end_tolerance) * rmin
+            and float(f["final_speed_mps"]) > hover_speed and rf > th.rendezvous_range_m)
+
+
+#: The track reader's local fits span this many analysis steps (data_prep.features reads it from
+#: here: the retreat rule looks for the turning burn within two fit spans of the closest approach).
 FIT_SPAN_STEPS = 6.0
 
 
-def _speed_scale(features: dict[str, Any], th: Thresholds) -> float:
-    """Factor on speed thresholds for the features' orbit: n / n_LEO, at least ``speed_scale_floor``."""
-    from data_prep.cw import LEO_MEAN_MOTION, orbit_mean_motion
+#: A closing course may first swing out by this fraction of its start range and still be read as
+#: closing from where it first falls below its start (data_prep.features.range_monotony reads it
+#: from here); a larger swing is read from its top, and only a coasting transfer's is believed: at
+#: most one burn (its departure or set-up burn) before the closest approach or the turn.
+INITIAL_SWING = 0.25
 
-    return max(orbit_mean_motion(str(features["orbit"])) / LEO_MEAN_MOTION, th.speed_scale_floor)
+
+def speed_scale(n: float, th: Thresholds = DEFAULT_THRESHOLDS) -> float:
+    """Factor on speed thresholds for mean motion n: n / n_LEO, at least ``th.speed_scale_floor``."""
+    return max(orbit_speed_scale(n), th.speed_scale_floor)
 
 
 def _opens(arc: dict[str, float], tol: float) -> bool:
@@ -177,19 +230,35 @@ def _closes(arc: dict[str, float], tol: float) -> bool:
 
 
 def _burns_close_in(f: dict[str, Any], th: Thresholds, hover_speed: float) -> bool:
-    """Approach with burns: the range only closes (or holds: ``reopen_frac <= arc_tolerance``)
-    whatever the burns (transfer, waypoint, mid-course corrections towards a standoff point), by
-    ``approach_min_closing_frac``, still closing and moving at the end, short of the station."""
-    r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
-    return (float(f["reopen_frac"]) <= th.arc_tolerance
-            and rf <= (1.0 - th.approach_min_closing_frac) * r0
-            and rf <= (1.0 + th.track_approach_end_tolerance) * rmin
-            and float(f["final_speed_mps"]) > hover_speed and rf > th.rendezvous_range_m)
+    """Approach with burns: once closing, the range only closes (or holds: ``reopen_frac <=
+    arc_tolerance``) whatever the burns (transfer, waypoint, mid-course corrections towards a
+    standoff point), and it ends in the approach end state (:func:`_closes_in`)."""
+    return (float(f["reopen_frac"]) <= th.arc_tolerance and _swing_coasts(f, float(f["closest_span_s"][0]))
+            and _closes_in(f, th.track_approach_end_tolerance, hover_speed, th))
+
+
+def _swing_coasts(f: dict[str, Any], until_s: float) -> bool:
+    """Whether the range's first swing-out is believable as a transfer's: within ``INITIAL_SWING``,
+    or else one burn at most (the departure) before ``until_s`` (a target burning repeatedly while
+    its range swings out and back is manoeuvring at random). A burn within two fit spans after the
+    first is what the fits leave of it (a burn at the window's edge is read in two parts)."""
+    if float(f["swing_frac"]) <= INITIAL_SWING:
+        return True
+    times = [float(b["t_s"]) for b in f["burns"] if float(b["t_s"]) < until_s]
+    near = (2.0 * FIT_SPAN_STEPS + 1.0) * float(f["analysis_step_s"])
+    return len([t for t in times if t > times[0] + near]) == 0 if times else True
+
+
+def _closed_orbit(f: dict[str, Any], n: float, th: Thresholds) -> bool:
+    """Whether the relative orbit is closed: its along-track drift over one orbit is at most
+    ``fly_around_max_drift_frac`` of the closest range (a natural fly-around)."""
+    return float(f["drift_mps"]) * 2.0 * math.pi / n <= th.fly_around_max_drift_frac * float(f["min_range_m"])
 
 
 def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresholds) -> bool:
     """Retreat with burns: the range closes (by ``retreat_min_closing_frac``), then opens (by
-    ``retreat_min_opening_frac``), never re-opening or re-closing by more than ``arc_tolerance``;
+    ``retreat_min_opening_frac``), never re-opening (from the start, or from the set-up burn when
+    the window starts with it) or re-closing by more than ``arc_tolerance``;
     a burn of at least ``retreat_min_turn_dv_frac`` of the median speed turns it round within two
     fit spans of the closest approach (``closest_span_s``; the escape may still close in a while),
     and a later burn as large as half that one only stops the target (the arc after it holds its
@@ -197,7 +266,7 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
     r0, rmin, rf = float(f["initial_range_m"]), float(f["min_range_m"]), float(f["final_range_m"])
     tol = th.arc_tolerance
     if not (rmin <= (1.0 - th.retreat_min_closing_frac) * r0 and rf >= (1.0 + th.retreat_min_opening_frac) * rmin
-            and float(f["reopen_frac"]) <= tol and float(f["reclose_frac"]) <= tol):
+            and float(f["reclose_frac"]) <= tol):
         return False
     near = (2.0 * FIT_SPAN_STEPS + 1.0) * float(f["analysis_step_s"])
     first, last = (float(x) for x in f["closest_span_s"])
@@ -207,12 +276,22 @@ def _burn_turns_away(f: dict[str, Any], arcs: list[dict[str, float]], th: Thresh
         return False
     turn = max(turns, key=lambda b: float(b["dv_mps"]))
     dv, t_turn = float(turn["dv_mps"]), float(turn["t_s"])
+    # The closing course only closes: from the start, or from the set-up burn (the first burn,
+    # before the turn) when the window starts with it; a swing-out beyond INITIAL_SWING only coasting.
+    set_up = float(f["burns"][0]["t_s"]) < t_turn and float(f["reopen_after_first_burn_frac"]) <= tol
+    if not ((float(f["reopen_frac"]) <= tol or set_up) and _swing_coasts(f, t_turn)):
+        return False
     later = [a for a in arcs if float(a["t0_s"]) > t_turn][1:]  # the arcs after the turning one
     pushes = [a for a in later if float(a["dv_mps"]) >= 0.5 * dv and (_opens(a, tol) or _closes(a, tol))]
     return not pushes
 
 
 def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS) -> str | None:
+    """Motion label of track features (see :func:`_decide_track`), or None."""
+    return _decide_track(features, th)[0]
+
+
+def _decide_track(features: dict[str, Any], th: Thresholds) -> Decision:
     """Motion label of track features (:data:`data_prep.features.TRACK_FEATURE_KEYS`), or None.
 
     Reads what the target does, with speed thresholds scaled to the orbit (s = max(n / n_LEO,
@@ -235,21 +314,29 @@ def relabel_track(features: dict[str, Any], th: Thresholds = DEFAULT_THRESHOLDS)
     vf = float(features["final_speed_mps"])
     n_burns = int(features["n_burns"])
     extent = [float(e) for e in features["extent_m"]]
-    scale = _speed_scale(features, th)
+    n = orbit_mean_motion(str(features["orbit"]))
+    scale = speed_scale(n, th)
     hover_speed, rdv_speed = th.hover_speed_mps * scale, th.rendezvous_speed_mps * scale
     if _ratio(sum(e * e for e in extent) ** 0.5, r0) <= th.hover_range_tolerance:
-        return "hovering"
+        return "hovering", "hovering"
     if rf <= th.rendezvous_range_m and vf <= rdv_speed:
-        return "rendezvous" if r0 >= th.rendezvous_min_start_factor * th.rendezvous_range_m else None
+        return _rendezvous(r0, th)
     if rf <= th.contact_range_m:
-        return "collision"
+        return "collision", "collision"
     if n_burns == 0:
         scaled = dataclasses.replace(th, hover_speed_mps=hover_speed, rendezvous_speed_mps=rdv_speed)
-        label = relabel_classic(features, scaled)
-        return label if label in ("flyby", "fly_around", "approach") else None
+        label, rule = _decide_classic(features, scaled)
+        if label == "fly_around" and not _closed_orbit(features, n, th):
+            # Not a closed relative ellipse: a transfer that swung out before closing in.
+            if _closes_in(features, th.approach_end_tolerance, hover_speed, th):
+                return "approach", "open_orbit_closing_in"
+            return None, "open_orbit_not_closing_in"
+        return (label, rule) if label in ("flyby", "fly_around", "approach") else (None, rule)
     arcs = list(features["arcs"])
     if _burns_close_in(features, th, hover_speed):
-        return "approach"
+        return "approach", "burns_close_in"
     if _burn_turns_away(features, arcs, th):
-        return "retreat"
-    return "random" if n_burns >= th.random_min_burns else None
+        return "retreat", "burn_turns_away"
+    if n_burns >= th.random_min_burns:
+        return "random", "burns_neither_close_in_nor_turn_away"
+    return None, "one_burn_neither_closes_in_nor_turns_away"
