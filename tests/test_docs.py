@@ -24,7 +24,7 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.profile import PROFILE_DIR, load_profile, step_configs
-from pipeline.core.registry import STAGES, resolve_stage
+from pipeline.core.registry import COMMANDS, STAGES, resolve_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -207,6 +207,8 @@ def check_command(words: list[str]) -> None:
     name, rest = words[0], words[1:]
     if name == "label":
         name, rest = f"label.{rest[0]}", rest[1:]
+    if name in COMMANDS:  # a command that is not a stage (serve): its name is real, its flags are its own
+        return
     assert name in STAGES, f"unknown stage {name!r}"
     options, overrides = split_arguments(rest)
     config = options.get("--config")

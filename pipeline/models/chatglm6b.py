@@ -19,9 +19,9 @@ THUDM folder converts by copying (:func:`pipeline.models.chatglm.convert_chatglm
 
 How the 2-D positions travel through the project's one call path
 -----------------------------------------------------------------
-:class:`pipeline.models.lm.PrefixLM`, generation and label scoring hand every model ``(B, T)``
+:class:`pipeline.models.lm.AdaptedLM`, generation and label scoring hand every model ``(B, T)``
 position ids that grow by one per decoded token. :meth:`ChatGLM6BForCausalLM.chatglm_position_ids`
-(called by ``PrefixLM.position_ids``) packs into each of them the row's context length ``c`` and
+(called by ``AdaptedLM.position_ids``) packs into each of them the row's context length ``c`` and
 mask position ``m`` with the ordinal position ``p``: ``((c + 1) * M + m + 1) * M + p`` with
 ``M = 2**20``. ``+1`` still advances ``p`` only, repeating rows for candidates copies the fields, and
 the model unpacks ``position = p if p < c else m``, ``block = 0 if p < c else p - c + 1`` and the
