@@ -15,7 +15,8 @@ from pipeline.core.io import DataError, load_jsonl
 from pipeline.core.stage import run_stage
 from pipeline.core.taxonomy import LABELS, LEVELS
 
-ROWS_PER_RUN = 2 * 2 * (4 + 2 * 4)  # variants x modes x (clean 4 + 2 perturbed samples x 4 cells: noise 1,4, typos 1, option_order 1)
+ROWS_PER_RUN = 2 * 2 * (4 + 2 * 6)  # variants x modes x (clean 4 + 2 perturbed samples x 6 cells: noise 1,4, typos 1,
+# option_order 1, synonyms 1, language 1)
 
 
 @pytest.fixture(scope="module")
