@@ -554,14 +554,13 @@ def system_examples(system: System, exs: list[Example]) -> list[Example]:
     return exs if system.entry.perturbed else [ex for ex in exs if ex.perturbation == CLEAN]
 
 
-def trained_families(prefix: Path | None) -> list[str] | None:
+def trained_families(checkpoint: Any) -> list[str] | None:
     """The training-time variation families a checkpoint's training rows were rendered under (``[]``: none;
-    None: a base model). The report marks robustness cells of those families as seen in training."""
-    if prefix is None:
+    None: a base model), from the method JSON :func:`preflight_checkpoints` already read. The report marks
+    robustness cells of those families as seen in training."""
+    if checkpoint is None:
         return None
-    from pipeline.methods import read_method_config
-
-    facts = read_method_config(prefix).get("prompts") or {}
+    facts = checkpoint.meta.get("prompts") or {}
     return sorted((facts.get("variation") or {}).get("families") or {})
 
 
@@ -629,8 +628,10 @@ def collect_rows(cfg: EvalConfig, systems: list[System], examples: dict[str, lis
     return rows
 
 
-def input_manifest(cfg: EvalConfig, systems: list[System], examples: dict[str, list[Example]]) -> dict[str, Any]:
-    """Models (and PET systems), checkpoint/data/template hashes, seeds and perturbation specs for the report."""
+def input_manifest(cfg: EvalConfig, systems: list[System], examples: dict[str, list[Example]],
+                   checkpoints: dict[str, Any]) -> dict[str, Any]:
+    """Models (and PET systems), checkpoint/data/template hashes, seeds and perturbation specs for the report;
+    ``checkpoints``: :func:`preflight_checkpoints`' ``{model tag: Checkpoint}``."""
     models = []
     for system in systems:
         m = system.entry
@@ -639,7 +640,7 @@ def input_manifest(cfg: EvalConfig, systems: list[System], examples: dict[str, l
         row = {"tag": m.tag, "spec": m.spec, "prefix_dir": str(prefix) if prefix else None,
                "fingerprint": system_fingerprint(cfg, system),
                "checkpoint_sha256": {str(f.relative_to(prefix)): sha256_file(f) for f in files},
-               "trained_families": trained_families(prefix)}
+               "trained_families": trained_families(checkpoints.get(m.tag))}
         if system.pet_demos is not None:
             row["pet"] = system.pet_facts()
         models.append(row)
@@ -682,7 +683,7 @@ def run_evaluate(cfg: EvalConfig) -> StageResult:
         timings.update(answer_examples(cfg, system, examples, cache, checkpoints.get(system.entry.tag)))
     answer_secs = time.perf_counter() - t0
     rows = collect_rows(cfg, systems, examples, cache)
-    report = build_report(rows, input_manifest(cfg, systems, examples), baseline_tag=cfg.baseline_tag,
+    report = build_report(rows, input_manifest(cfg, systems, examples, checkpoints), baseline_tag=cfg.baseline_tag,
                           seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples, min_cell_n=cfg.min_cell_n,
                           learning_curves=learning_curves(cfg))
     report["timings"] = timings
