@@ -46,7 +46,8 @@ def training_prompts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """How ``rows`` (prompts-stage rows a model trains on) were rendered, or None without ``render`` dicts.
 
     Returns ``{"render": <options dict>, "langs": {lang: rows}, "cot": bool, "rows": n}`` (plus ``variation``:
-    ``{"rows", "seeds", "families": {family: rows}}`` when rows were rendered under training-time variation): ``render`` is the
+    ``{"rows", "seeds", "families": {family: rows}}`` when rows were rendered under training-time variation, and ``counterfactual``:
+    ``{"rows", "flipped", "seeds"}`` for counterfactual twins): ``render`` is the
     :func:`prompts_cot.render.options_to_dict` dict most rows share, counted over the rows the prompts stage
     did not truncate (a variant renders every row with the same options except the per-row language, so
     this is the variant's options in its most frequent language); ``cot`` is True when responses carry a
@@ -68,6 +69,10 @@ def training_prompts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         families = Counter(str(step[0]) for v in varied for step in v.get("steps", []))
         out["variation"] = {"rows": len(varied), "seeds": sorted({v.get("seed") for v in varied}),
                             "families": dict(sorted(families.items()))}
+    twins = [r["counterfactual"] for r in rows if isinstance(r.get("counterfactual"), dict)]
+    if twins:
+        out["counterfactual"] = {"rows": len(twins), "flipped": sorted({str(t.get("flipped")) for t in twins}),
+                                 "seeds": sorted({t.get("seed") for t in twins})}
     return out
 
 

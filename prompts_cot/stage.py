@@ -104,6 +104,11 @@ class AugmentConfig:
     seed: int = 1
     # splits that get variation (evaluation splits stay canonical: robustness is measured, not trained, there)
     splits: tuple[str, ...] = ("train",)
+    # share of the records of `splits` that also get a counterfactual twin: the same track and context with the
+    # cooperative flag flipped, operation and task re-derived by data_prep.rules (only records whose labels follow
+    # the rules). The minimal pair teaches the model that this one line, not the track, decides the task
+    # (without it the demo model's task errors were ~95 % "the other flag's task").
+    counterfactual: float = 0.0
 
 
 DEFAULT_VARIANTS: tuple[VariantConfig, ...] = (
@@ -332,6 +337,8 @@ def to_row(r: Rendered, variant: VariantConfig, split: str, hashes: dict[tuple, 
         row["truncated"] = True
     if r.variation is not None:
         row["variation"] = r.variation
+    if "counterfactual" in r.record:
+        row["counterfactual"] = r.record["counterfactual"]
     return row
 
 
@@ -430,7 +437,7 @@ def check_augment(aug: AugmentConfig) -> None:
     """The ``augment`` section: known, label-preserving families; shares in [0, 1] (ConfigError naming the key)."""
     from eval import perturb
 
-    for key in ("share", "lang_share"):
+    for key in ("share", "lang_share", "counterfactual"):
         if not 0.0 <= getattr(aug, key) <= 1.0:
             raise ConfigError(f"augment.{key}: {getattr(aug, key)} is outside [0, 1]")
     unknown = [f for f in aug.families if f not in perturb.SPECS]
@@ -461,6 +468,54 @@ def draw_variation(aug: AugmentConfig, sample_id: str) -> list[tuple[str, int]]:
     return steps
 
 
+#: suffix of a counterfactual twin's sample id (the source record's id before it)
+TWIN_SUFFIX = "~coop-flipped"
+
+
+def counterfactual_twin(rec: dict[str, Any], aug: AugmentConfig) -> dict[str, Any] | None:
+    """The record's twin with ``context.cooperative`` flipped and operation/task re-derived, when drawn.
+
+    None when not drawn (stable hash of ``(aug.seed, sample_id)`` against ``aug.counterfactual``), when the
+    record's labels do not follow :func:`data_prep.rules.intents` (a user's own labels: flipping the flag says
+    nothing about them), or when its context lacks the flag. The twin drops a human rationale (it argued the
+    other flag); a CoT row renders the rule-derived one.
+    """
+    from data_prep import rules
+
+    if aug.counterfactual <= 0:
+        return None
+    digest = hashlib.sha256(f"counterfactual|{aug.seed}|{rec['sample_id']}".encode()).digest()
+    if np.random.default_rng(int.from_bytes(digest[:8], "little")).random() >= aug.counterfactual:
+        return None
+    context = rec.get("context") or {}
+    labels = rec["labels"]
+    if not isinstance(context.get("cooperative"), bool):
+        return None
+    try:
+        if rules.intents(context, labels["motion"]) != {lvl: labels[lvl] for lvl in LEVELS}:
+            return None
+        flipped = {**context, "cooperative": not context["cooperative"]}
+        new_labels = rules.intents(flipped, labels["motion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    twin = {k: v for k, v in rec.items() if k != "rationale"}
+    return {**twin, "sample_id": f"{rec['sample_id']}{TWIN_SUFFIX}", "context": flipped, "labels": new_labels,
+            "counterfactual": {"of": rec["sample_id"], "flipped": "cooperative", "seed": aug.seed}}
+
+
+def add_twins(records: list[tuple[int, dict[str, Any]]], aug: AugmentConfig) -> tuple[list[tuple[int, dict]], int]:
+    """``records`` with each drawn record's counterfactual twin right after it (same file line), and the count."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    n = 0
+    for line, rec in records:
+        out.append((line, rec))
+        twin = counterfactual_twin(rec, aug)
+        if twin is not None:
+            out.append((line, twin))
+            n += 1
+    return out, n
+
+
 def vary_one(canonical: Rendered, aug: AugmentConfig, cot: bool, path: Path) -> Rendered:
     """``canonical`` rendered under its sample's variation draws (itself when none apply)."""
     from eval import perturb
@@ -473,7 +528,8 @@ def vary_one(canonical: Rendered, aug: AugmentConfig, cot: bool, path: Path) -> 
     varied = perturb.vary_example(canonical.record, canonical.opts, steps, aug.seed)
     if varied is None:  # a step does not apply, or the edited track no longer shows the gold motion
         return canonical
-    r = render_one(canonical.line, {**varied.record, "labels": canonical.record["labels"]}, varied.options, cot, path)
+    keep = {k: canonical.record[k] for k in ("labels", "counterfactual") if k in canonical.record}
+    r = render_one(canonical.line, {**varied.record, **keep}, varied.options, cot, path)
     r.prompt = varied.prompt
     r.variation = {"seed": aug.seed, "steps": [[name, sev] for name, sev in steps]}
     r.canonical = canonical
@@ -498,6 +554,11 @@ def run(cfg: PromptsConfig) -> StageResult:
     for split in cfg.splits:
         path = Path(cfg.data_dir) / f"{split}.jsonl"
         records[split], skipped[split] = read_records(path, cfg.limit)
+    twins: dict[str, int] = {}
+    if cfg.augment is not None and cfg.augment.counterfactual > 0:
+        for split in cfg.augment.splits:
+            if split in records:
+                records[split], twins[split] = add_twins(records[split], cfg.augment)
     outputs: list[Path] = []
     lengths: dict[str, dict[str, Any]] = {}
     hashes: dict[tuple, str] = {}
@@ -552,6 +613,7 @@ def run(cfg: PromptsConfig) -> StageResult:
         "dropped": {v: {s: st["dropped"] for s, st in per.items()} for v, per in lengths.items()},
         "truncated": {v: {s: st["truncated"] for s, st in per.items()} for v, per in lengths.items()},
         "skipped_unlabelled": skipped,
+        **({"counterfactual_twins": twins} if twins else {}),
         "max_source_tokens_seen": {
             v: max(st["source_tokens"]["max"] for st in per.values()) for v, per in lengths.items()
         },

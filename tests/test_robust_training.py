@@ -154,10 +154,44 @@ def test_prompts_stage_varies_a_share_of_train_rows_and_records_the_draws(tmp_pa
     assert draw_variation(aug, "a-3") == draw_variation(aug, "a-3")
 
 
+def test_counterfactual_twins_flip_the_cooperative_flag_and_rederive_the_task(tmp_path):
+    from data_prep import rules
+    from prompts_cot.stage import TWIN_SUFFIX
+
+    data = write_split_records(tmp_path)
+    variant = VariantConfig(name="plain", prompt_type="compact", motion_style="compact")
+    aug = AugmentConfig(share=0.0, lang_share=0.0, counterfactual=1.0, seed=3)
+    cfg = PromptsConfig(out_dir=tmp_path / "out", data_dir=data, variants=(variant,), augment=aug)
+    result = run_stage(STAGE, cfg)
+    train = load_jsonl(tmp_path / "out" / "plain" / "train.jsonl")
+    by_id = {r["sample_id"]: r for r in train}
+    twins = [r for r in train if r.get("counterfactual")]
+    # every simulator-like record (labels follow the rules) gets its twin; the text record (user labels) does not
+    assert len(twins) == 32 and not any(r["sample_id"].startswith("imp-9" + TWIN_SUFFIX) for r in train)
+    records = {r["sample_id"]: r for r in load_jsonl(data / "train.jsonl")}
+    changed_task = 0
+    for twin in twins:
+        src = by_id[twin["counterfactual"]["of"]]
+        assert twin["sample_id"] == src["sample_id"] + TWIN_SUFFIX
+        # one prompt line differs: the flag
+        diff = [(a, b) for a, b in zip(src["prompt"].splitlines(), twin["prompt"].splitlines()) if a != b]
+        assert len(diff) == 1 and diff[0][0].startswith("Cooperative:") and diff[0][1].startswith("Cooperative:")
+        context = dict(records[src["sample_id"]]["context"])
+        context["cooperative"] = not context["cooperative"]
+        assert twin["label"] == rules.intents(context, src["label"]["motion"])
+        changed_task += twin["label"]["task"] != src["label"]["task"]
+    assert changed_task >= 20
+    assert result["stats"]["counterfactual_twins"] == {"train": 32}
+    for split in ("dev", "test"):
+        assert not any(r.get("counterfactual") for r in load_jsonl(tmp_path / "out" / "plain" / f"{split}.jsonl"))
+    assert training_prompts(train)["counterfactual"] == {"rows": 32, "flipped": ["cooperative"], "seeds": [3]}
+
+
 @pytest.mark.parametrize("bad, match", [
     (AugmentConfig(families=("nonsense",)), "augment.families"),
     (AugmentConfig(families=("language",)), "lang_share"),
     (AugmentConfig(share=1.5), "augment.share"),
+    (AugmentConfig(counterfactual=-0.1), "augment.counterfactual"),
 ])
 def test_augment_section_errors_name_the_key(tmp_path, bad, match):
     from prompts_cot.stage import check_config
