@@ -201,7 +201,8 @@ def test_predict_answers_the_same_from_the_peft_export(stage_dirs, tmp_path):
 
 
 def test_evaluate_answers_the_same_from_the_peft_export(stage_dirs, tmp_path):
-    from eval.stage import STAGE, EvalConfig
+    from eval.config import EvalConfig
+    from eval.stage import STAGE
     from pipeline.core.config import load_config
     from pipeline.core.stage import run_stage
 

@@ -29,8 +29,8 @@ import pipeline.models.scoring as scoring
 from data_prep.imports import ImportSpec, import_file
 from data_prep.stage import STAGE as DATA_PREP
 from data_prep.stage import DataPrepConfig, check_records_finite
+from eval.config import EvalConfig
 from eval.stage import STAGE as EVALUATE
-from eval.stage import EvalConfig
 from pipeline.cli import main as cli_main
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError, load_jsonl, read_jsonl, write_jsonl
