@@ -148,3 +148,23 @@ def test_every_code_folder_is_a_regular_package():
     """A folder without __init__.py would import as a namespace package but never be installed."""
     folders = {p.parent for p in MODULES.values()}
     assert not [str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists()]
+
+
+def test_test_modules_do_not_import_each_other():
+    """Shared fixtures live in tests/conftest.py and shared helpers in helper modules (not ``test_*.py``):
+    a test module importing another would run the other's module-level code and hide where a helper lives."""
+    tests = ROOT / "tests"
+    bad = set()
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                leaf = name.removeprefix("tests.").split(".")[0]
+                if leaf == "conftest" or leaf.startswith("test_") and (tests / f"{leaf}.py").exists():
+                    bad.add(f"{path.name} imports {leaf}")
+    assert not bad, sorted(bad)

@@ -46,9 +46,7 @@ PROMPTS_TINY = ROOT / "prompts_cot/configs/tiny.yaml"
 EVAL_TINY = ROOT / "eval/configs/tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def short(tmp_path: Path, out: Path, prompts: Path, **overrides) -> object:
