@@ -328,6 +328,20 @@ def read_tracks(
         where not given), ``labels`` (None without a ``motion`` column), and ``split``,
         ``scenario_seed``, ``text``, ``rationale`` None, ``provenance`` [].
     """
+    return list(read_tracks_by_id(path, fmt, units, orbit, source, id_column, orbit_check).values())
+
+
+def read_tracks_by_id(
+    path: str | Path,
+    fmt: str | None = None,
+    units: dict[str, str] | str | None = None,
+    orbit: str | None = None,
+    source: str | None = None,
+    id_column: str = "track_id",
+    orbit_check: str = "error",
+) -> dict[str, dict[str, Any]]:
+    """:func:`read_tracks`' records keyed by their track id (the ``id_column`` value; ``"0"`` for a file
+    without that column), in order of first appearance: the id without the ``<source>-`` of the sample id."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "track file does not exist")
@@ -355,8 +369,8 @@ def read_tracks(
             tid = int(tid)
         tracks.setdefault(str(tid).strip(), []).append((line, row))
     stem = source or path.stem
-    return [_track_record(path, f"{stem}-{tid}", stem, samples, form, columns, default_orbit, orbit_check)
-            for tid, samples in tracks.items()]
+    return {tid: _track_record(path, f"{stem}-{tid}", stem, samples, form, columns, default_orbit, orbit_check)
+            for tid, samples in tracks.items()}
 
 
 def _constant(path: Path, samples: list[tuple[int, dict[str, Any]]], field: str,

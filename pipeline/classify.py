@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from data_prep.oracle import relabel_motion
 from data_prep.rules import determined_intents
-from data_prep.tracks import read_tracks
+from data_prep.tracks import read_tracks_by_id
 from pipeline.core.config import ConfigError
 from pipeline.core.io import DataError, write_json, write_jsonl
 from pipeline.core.stage import Stage, StageResult
@@ -116,14 +116,25 @@ class ClassifyConfig:
     num_threads: int = 0
 
 
+def render_options(*layers: dict[str, Any]) -> RenderOptions:
+    """RenderOptions' defaults with ``layers`` on top (later ones win), checked: a ConfigError under ``render``."""
+    merged: dict[str, Any] = options_to_dict(RenderOptions())
+    for layer in layers:
+        merged.update(layer)
+    try:
+        opts = options_from_dict(merged)
+        check_options(opts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"render: {exc}") from None
+    return opts
+
+
 def check_config(cfg: ClassifyConfig) -> None:
-    """Settings that cannot run, as a ConfigError naming the key (before anything is read)."""
+    """Settings that cannot run, as a ConfigError naming the key (before anything is read; the stage runner and
+    the profile runner call it as ``STAGE.check``, :func:`run_classify` relies on that)."""
     if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
         raise ConfigError("batch_size and max_new_tokens must be >= 1")
-    try:
-        check_options(options_from_dict({**options_to_dict(RenderOptions()), **cfg.render.given()}))
-    except ValueError as exc:
-        raise ConfigError(f"render: {exc}") from None
+    render_options(cfg.render.given())
 
 
 def classify_inputs(cfg: ClassifyConfig) -> list[Path]:
@@ -180,12 +191,7 @@ def prompt_options(ckpt: Checkpoint | Path | None, overrides: dict[str, Any] | N
         else:
             log.warning("%s does not record its training prompts: rendering with %s on RenderOptions' defaults",
                         meta_path, given)
-    try:
-        opts = options_from_dict({**options_to_dict(RenderOptions()), **base, **given})
-        check_options(opts)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"render: {exc}") from None
-    return opts, source
+    return render_options(base, given), source
 
 
 # ------------------------------------------------------------------------------------------ per track
@@ -291,33 +297,34 @@ class TrackClassifier:
                  units: dict[str, str] | str | None = None, orbit: str | None = None,
                  id_column: str = "track_id") -> list[dict[str, Any]]:
         """Rows for every track of a track file (:func:`data_prep.tracks.read_tracks` options) or of records."""
-        records, source, prefix = load_tracks(tracks, fmt, units, orbit, id_column)
-        return classify_records(self, records, source, prefix)
+        records, source, track_ids = load_tracks(tracks, fmt, units, orbit, id_column)
+        return classify_records(self, records, source, track_ids)
 
 
 def load_tracks(tracks: str | Path | Sequence[dict[str, Any]], fmt: str | None = None,
                 units: dict[str, str] | str | None = None, orbit: str | None = None, id_column: str = "track_id",
-                orbit_check: str = "error") -> tuple[list[dict[str, Any]], str, str]:
-    """(records, source for error messages, sample-id prefix to strip for the track id)."""
+                orbit_check: str = "error") -> tuple[list[dict[str, Any]], str, list[str] | None]:
+    """(records, source for error messages, the file's track ids; None for records: their sample ids serve)."""
     if isinstance(tracks, (str, Path)):
         path = Path(tracks)
-        records = read_tracks(path, fmt=fmt, units=units, orbit=orbit, source=path.stem, id_column=id_column,
-                              orbit_check=orbit_check)
-        return records, str(path), f"{path.stem}-"
+        by_id = read_tracks_by_id(path, fmt=fmt, units=units, orbit=orbit, source=path.stem, id_column=id_column,
+                                  orbit_check=orbit_check)
+        return list(by_id.values()), str(path), list(by_id)
     records = list(tracks)
     if not records:
         raise DataError("<records>", None, None, "no tracks to classify")
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or not isinstance(rec.get("features"), dict):
             raise DataError("<records>", i + 1, "features", "not a track record with features (use read_tracks)")
-    return records, "<records>", ""
+    return records, "<records>", None
 
 
 def classify_records(clf: TrackClassifier, records: Sequence[dict[str, Any]], source: str | Path,
-                     id_prefix: str = "") -> list[dict[str, Any]]:
+                     track_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Answer every record and assemble its row.
 
-    Row fields: ``track_id``, ``sample_id``, ``lang``, ``mode``, ``motion``/``operation``/``task`` (the model's
+    Row fields: ``track_id`` (the record's entry of ``track_ids``, the id in its track file; without
+    ``track_ids`` the sample id), ``sample_id``, ``lang``, ``mode``, ``motion``/``operation``/``task`` (the model's
     labels; None where a generated reply names none), ``probs`` (score mode: ``{level: {label: p}}``, each
     level summing to 1), ``output`` (generate: the reply; score: the answer line of the scored labels),
     ``rationale`` (generate: the reply's text before its answer line, else None), ``faithfulness`` (with a
@@ -336,13 +343,12 @@ def classify_records(clf: TrackClassifier, records: Sequence[dict[str, Any]], so
     langs = [opts.lang] * len(prompts)
     answers = answer_rows(clf.lm, clf.tokenizer, clf.mode, prompts, langs, clf.batch_size, clf.max_new_tokens)
     rows = []
-    for rec, prompt, ans in zip(records, prompts, answers, strict=True):
-        sid = str(rec["sample_id"])
+    ids = track_ids if track_ids is not None else [str(rec["sample_id"]) for rec in records]
+    for rec, track_id, prompt, ans in zip(records, ids, prompts, answers, strict=True):
         pred = {level: ans["parsed"].get(level) for level in LEVELS}
         oracle = oracle_labels(rec)
-        row: dict[str, Any] = {
-            "track_id": sid[len(id_prefix):] if id_prefix and sid.startswith(id_prefix) else sid,
-            "sample_id": sid, "lang": opts.lang, "mode": clf.mode, **pred}
+        row: dict[str, Any] = {"track_id": track_id, "sample_id": str(rec["sample_id"]), "lang": opts.lang,
+                               "mode": clf.mode, **pred}
         if clf.mode == "score":
             row["probs"] = {level: {lab: ans["probs"][level][lab] for lab in LABELS[level]} for level in LEVELS}
         row["output"] = ans["output"]
@@ -374,24 +380,27 @@ def classify_tracks(tracks: str | Path | Sequence[dict[str, Any]], model: str = 
         for r in rows:
             print(r["track_id"], r["motion"], round(r["probs"]["motion"][r["motion"]], 2), r["oracle"]["motion"])
     """
-    records, source, prefix = load_tracks(tracks, fmt, units, orbit, id_column)
+    records, source, track_ids = load_tracks(tracks, fmt, units, orbit, id_column)
     clf = TrackClassifier(model, train_dir, checkpoint, mode, render, batch_size, max_new_tokens, dtype, device)
-    return classify_records(clf, records, source, prefix)
+    return classify_records(clf, records, source, track_ids)
 
 
 # ------------------------------------------------------------------------------------------------ stage
 def run_classify(cfg: ClassifyConfig) -> StageResult:
-    """Classify every track of ``cfg.tracks``; write ``predictions.jsonl`` and ``summary.json``."""
-    check_config(cfg)
+    """Classify every track of ``cfg.tracks``; write ``predictions.jsonl`` and ``summary.json``.
+
+    ``cfg`` has passed :func:`check_config` (the stage runner's ``STAGE.check``, before anything was read); the
+    options the prompts are rendered with -- the checkpoint's recorded ones with ``cfg.render`` on top -- are
+    resolved and checked by :func:`prompt_options`."""
     if cfg.num_threads > 0:
         import torch
 
         torch.set_num_threads(cfg.num_threads)
-    records, source, prefix = load_tracks(cfg.tracks, cfg.format, cfg.units, cfg.orbit, cfg.id_column,
-                                          cfg.orbit_check)
+    records, source, track_ids = load_tracks(cfg.tracks, cfg.format, cfg.units, cfg.orbit, cfg.id_column,
+                                             cfg.orbit_check)
     clf = TrackClassifier(cfg.model, cfg.train_dir, cfg.checkpoint, cfg.mode, cfg.render, cfg.batch_size,
                           cfg.max_new_tokens, cfg.dtype, cfg.device)
-    rows = classify_records(clf, records, source, prefix)
+    rows = classify_records(clf, records, source, track_ids)
     out_dir = Path(cfg.out_dir)
     summary = {**summarise(rows), **clf.describe(), "tracks_file": str(cfg.tracks)}
     write_jsonl(out_dir / "predictions.jsonl", rows)

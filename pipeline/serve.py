@@ -92,12 +92,12 @@ class Service:
         clf = self.request_classifier(body)
         if "prompts" in body:
             return {"mode": clf.mode, "rows": self.answer_prompts(clf, body["prompts"], body.get("lang", "en"))}
-        records, source, prefix = self.read_input(body)
+        records, source, track_ids = self.read_input(body)
         if len(records) > self.max_items:
             raise RequestError(413, f"{len(records)} tracks; this server takes at most {self.max_items} a request",
                                given[0])
         with self.lock:
-            rows = classify_records(clf, records, source, prefix)
+            rows = classify_records(clf, records, source, track_ids)
         return {"mode": clf.mode, "rows": rows}
 
     def request_classifier(self, body: dict[str, Any]) -> TrackClassifier:
@@ -112,7 +112,7 @@ class Service:
         clf.mode, clf.max_new_tokens = mode, budget
         return clf
 
-    def read_input(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
+    def read_input(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, list[str] | None]:
         """Records from ``tracks`` (a track file's text, read by the classify stage's reader) or ``records``."""
         try:
             if "records" in body:
@@ -131,9 +131,9 @@ class Service:
                         raise RequestError(400, "an npz track file must be sent as base64", "tracks") from None
                 else:
                     path.write_text(body["tracks"], encoding="utf-8")
-                records, _, prefix = load_tracks(path, fmt, body.get("units"), body.get("orbit"),
-                                                 body.get("id_column", "track_id"))
-                return records, "tracks", prefix
+                records, _, track_ids = load_tracks(path, fmt, body.get("units"), body.get("orbit"),
+                                                    body.get("id_column", "track_id"))
+                return records, "tracks", track_ids
         except DataError as exc:
             where = ("tracks" if "tracks" in body else "records") + (f".{exc.field}" if exc.field else "")
             message = str(exc).split(": ", 1)[-1] if exc.path in str(exc) else str(exc)

@@ -7,7 +7,8 @@ Floors, bottom up; a module may import only its own floor or lower ones:
     2 model library  pipeline.models.*   (store, chatglm, lm, tokenizer, data, engines, generation, scoring)
     3 domain libs    data_prep.*, prompts_cot.*, eval.*  (everything that is not a stage)
     4 stages         data_prep.stage, prompts_cot.stage, pipeline.train.*, pipeline.predict, pipeline.classify,
-                     eval.stage, eval.compare, eval.method_table, pipeline.label.*
+                     eval.stage (with eval.config, expand, pet_systems, cache, preflight, answering, provenance),
+                     eval.compare, eval.method_table, pipeline.label.*
 
 Plus: no import cycle between modules, and a stage never imports another stage. Every import
 counts, also the lazy ones inside functions (the CLI finds stages by name, never by import).
@@ -39,8 +40,11 @@ def module_name(path: Path) -> str:
 MODULES: dict[str, Path] = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
 
 
-#: modules that belong to another module's stage unit (serve is the classify stage's HTTP front end)
-UNIT_OF = {"pipeline.serve": "pipeline.classify"}
+#: modules that belong to another module's stage unit (serve is the classify stage's HTTP front end; the evaluate
+#: stage's jobs live beside eval/stage.py)
+UNIT_OF = {"pipeline.serve": "pipeline.classify",
+           **{f"eval.{job}": "eval.stage"
+              for job in ("config", "expand", "pet_systems", "cache", "preflight", "answering", "provenance")}}
 
 
 def stage_unit(mod: str) -> str | None:
@@ -144,3 +148,23 @@ def test_every_code_folder_is_a_regular_package():
     """A folder without __init__.py would import as a namespace package but never be installed."""
     folders = {p.parent for p in MODULES.values()}
     assert not [str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists()]
+
+
+def test_test_modules_do_not_import_each_other():
+    """Shared fixtures live in tests/conftest.py and shared helpers in helper modules (not ``test_*.py``):
+    a test module importing another would run the other's module-level code and hide where a helper lives."""
+    tests = ROOT / "tests"
+    bad = set()
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                leaf = name.removeprefix("tests.").split(".")[0]
+                if leaf == "conftest" or leaf.startswith("test_") and (tests / f"{leaf}.py").exists():
+                    bad.add(f"{path.name} imports {leaf}")
+    assert not bad, sorted(bad)

@@ -22,8 +22,8 @@ import pipeline.core.io as io_mod
 from data_prep.stage import STAGE as DATA_PREP
 from data_prep.stage import DataPrepConfig
 from data_prep.tracks import EXAMPLE_PATH, read_tracks
+from eval.config import EvalConfig
 from eval.stage import STAGE as EVALUATE
-from eval.stage import EvalConfig
 from pipeline.cli import main as cli_main
 from pipeline.core.binary import check_gguf, read_npz, read_safetensors, read_torch
 from pipeline.core.config import load_config

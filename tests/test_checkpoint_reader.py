@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.core.io import DataError
@@ -19,9 +18,7 @@ from pipeline.models.store import resolve_model_dir
 from pipeline.train.checkpoint import write_index
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def saved(train_dir: Path, method: MethodConfig, name: str = "best", index: bool = True) -> Path:

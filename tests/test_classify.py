@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from record_fixtures import make_records
 
 from data_prep import cw
@@ -42,9 +41,7 @@ VARIANT = VariantConfig(name="compact", prompt_type="compact", cot=False, lang="
                         units="km", decimals=1, max_obs_points=0)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

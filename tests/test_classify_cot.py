@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from lm_helpers import scripted
 from record_fixtures import make_records
-from test_generation_stop import scripted
 
 from pipeline.classify import TrackClassifier, classify_records, render_prompts
 from pipeline.core.config import load_config

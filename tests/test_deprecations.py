@@ -19,10 +19,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from train_helpers import tiny_cfg, write_prompts
 
 from pipeline.models.lm import load_model
 from pipeline.train import run_train
-from tests.test_train import tiny_cfg, write_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 #: where a deprecation may come from and count as ours to fix: the libraries named by the brief, and this project

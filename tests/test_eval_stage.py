@@ -9,7 +9,9 @@ import torch
 from record_fixtures import write_fixture_dirs
 
 import pipeline.models.scoring as scoring
-from eval.stage import PARTIAL, STAGE, EvalConfig
+from eval.cache import PARTIAL
+from eval.config import EvalConfig
+from eval.stage import STAGE
 from pipeline.core.config import load_config
 from pipeline.core.io import DataError, load_jsonl
 from pipeline.core.stage import run_stage
@@ -117,7 +119,8 @@ def test_bad_prompt_row_names_file_line_and_field(data, tmp_path):
 def test_learning_curve_is_read_from_the_train_stage(data, tmp_path):
     """A tuned model's curve: the train stage's dev evaluations, with the evaluated checkpoint's step; metrics.jsonl
     is a declared input (a retrained run re-evaluates)."""
-    from eval.stage import evaluate_inputs, learning_curves
+    from eval.provenance import learning_curves
+    from eval.stage import evaluate_inputs
 
     train = tmp_path / "train"
     (train / "best").mkdir(parents=True)

@@ -31,8 +31,8 @@ from data_prep.stage import STAGE as DATA_PREP
 from data_prep.stage import DataPrepConfig
 from eval.compare import STAGE as COMPARE
 from eval.compare import CompareConfig
+from eval.config import EvalConfig
 from eval.stage import STAGE as EVALUATE
-from eval.stage import EvalConfig
 from pipeline.core.config import load_config
 from pipeline.core.io import FAULT_ENV, DataError, load_jsonl
 from pipeline.core.stage import MANIFEST, STAGING, TRASH, Stage, check_inputs, expand_files, run_stage
@@ -46,9 +46,7 @@ from prompts_cot.stage import PromptsConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------ helpers

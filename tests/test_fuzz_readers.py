@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from data_prep.imports import ImportSpec, import_file
 from data_prep.stage import DataPrepConfig
 from data_prep.tracks import read_tracks
-from eval.stage import EvalConfig
+from eval.config import EvalConfig
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError
 from pipeline.core.taxonomy import LABELS

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from test_predict import PROMPTS, sharp_lm
+from lm_helpers import PROMPTS, scripted, sharp_lm
 
 from pipeline.core.answer import answer_line_done, format_answer
 from pipeline.models.generation import generate, generate_ids, generate_replies
 from pipeline.models.lm import encode_chat_prompt
-from pipeline.models.store import resolve_model_dir
-from pipeline.models.tokenizer import load_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(resolve_model_dir("tiny:llama"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_answer_line_done_on_growing_replies():
@@ -31,29 +20,6 @@ def test_answer_line_done_on_growing_replies():
     assert answer_line_done("Answer: motion=flyby; operation=none\n")  # a finished (if odd) answer line
     assert not answer_line_done("Trend: closing.\nCheck: no burns.\n")
     assert answer_line_done(format_answer({"motion": "flyby", "operation": "none", "task": "unclear"}, "zh"))
-
-
-def scripted(lm, tok, scripts: list[str]):
-    """Make ``lm`` emit ``scripts[row]``'s tokens (then EOS-free filler) whatever it computes: the real forward
-    (prefix, cache, positions) still runs, only the logits are replaced by the script's next token."""
-    ids = [tok(s, add_special_tokens=False)["input_ids"] for s in scripts]
-    filler = tok(" x", add_special_tokens=False)["input_ids"][0]
-    real = lm.call_base
-    state = {"step": 0, "rows": None}
-
-    def call_base(input_ids, *args, **kwargs):
-        out = real(input_ids, *args, **kwargs)
-        step = state["step"]
-        logits = torch.full_like(out.logits[:, -1:], -1e4)
-        for r in range(input_ids.shape[0]):
-            row = state["rows"][r]
-            logits[r, 0, ids[row][step] if step < len(ids[row]) else filler] = 0.0
-        state["step"] += 1
-        out.logits = logits
-        return out
-
-    lm.call_base = call_base
-    return state
 
 
 SCRIPTS = [

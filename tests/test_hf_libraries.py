@@ -45,7 +45,8 @@ def test_records_and_prompts_load_as_a_dataset_dict(dirs, monkeypatch, tmp_path)
 def test_the_intent_metric_loads_offline_and_gives_the_report_numbers(dirs):
     import evaluate
 
-    from eval.stage import STAGE, EvalConfig
+    from eval.config import EvalConfig
+    from eval.stage import STAGE
     from pipeline.core.answer import format_answer
     from pipeline.core.config import load_config
     import json

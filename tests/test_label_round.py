@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from label_helpers import distribution, pred_row
 
 from pipeline.cli import resolve_stage
@@ -33,9 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "pipeline" / "label" / "configs"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_pool(root: Path) -> Path:

@@ -58,9 +58,7 @@ TENSORS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def method_overrides(name: str, **more) -> dict:

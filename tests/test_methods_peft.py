@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+from lm_helpers import padded_batch
 
 from pipeline.methods import MethodConfig, build_adapters
 from pipeline.methods.base import arch_facts
@@ -25,9 +26,7 @@ P = 3
 ARCHS = ["llama", "qwen2", "glm", "glm4"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +38,6 @@ def ours(bases, name: str, method: MethodConfig) -> AdaptedLM:
     torch.manual_seed(0)
     model = copy.deepcopy(bases[name])
     return AdaptedLM(model, build_adapters(method, model, arch_facts(model.config))).eval()
-
-
-def padded_batch():
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 2000, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    mask[2, 4:] = 0
-    return ids, mask
 
 
 def compare(lm: AdaptedLM, peft_model, virtual: int) -> None:

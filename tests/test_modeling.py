@@ -26,9 +26,7 @@ P = 3
 ALL = ["llama", "glm", "glm4", "qwen2", "gpt2"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

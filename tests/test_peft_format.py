@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lm_helpers import padded_batch
 
 from pipeline.core.io import DataError, load_jsonl
 from pipeline.methods import MethodConfig, build_adapters, save_adapters
@@ -27,7 +28,6 @@ from pipeline.methods.ptuning_v1 import PTuningV1Config
 from pipeline.methods.ptuning_v2 import PrefixConfig
 from pipeline.models.lm import AdaptedLM, load_base_model, load_model
 from pipeline.models.store import resolve_model_dir
-from tests.test_methods_peft import padded_batch
 
 P = 3
 METHODS = {
@@ -47,9 +47,7 @@ METHODS = {
 VIRTUAL = {"prompt_tuning": P, "ptuning_v1_mlp": P, "ptuning_v1_lstm": P}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_checkpoint(folder: Path, arch: str, key: str, system_prompt: str | None = "") -> AdaptedLM:
@@ -201,7 +199,8 @@ def test_predict_answers_the_same_from_the_peft_export(stage_dirs, tmp_path):
 
 
 def test_evaluate_answers_the_same_from_the_peft_export(stage_dirs, tmp_path):
-    from eval.stage import STAGE, EvalConfig
+    from eval.config import EvalConfig
+    from eval.stage import STAGE
     from pipeline.core.config import load_config
     from pipeline.core.stage import run_stage
 

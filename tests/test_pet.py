@@ -8,7 +8,8 @@ import pytest
 import torch
 from record_fixtures import write_fixture_dirs
 
-from eval.stage import STAGE, EvalConfig, check_config
+from eval.config import EvalConfig, check_config
+from eval.stage import STAGE
 from pipeline.core.config import load_config
 from pipeline.core.io import load_jsonl
 from pipeline.core.stage import run_stage

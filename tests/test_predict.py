@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from lm_helpers import PROMPTS, sharp_lm
 
 from pipeline.core.config import load_config
 from pipeline.core.io import DataError, write_jsonl
@@ -16,33 +17,9 @@ from pipeline.methods.ptuning_v2 import PrefixConfig
 from pipeline.models.generation import eos_token_ids, generate, generate_ids, pad_left, score_candidates
 from pipeline.models.lm import AdaptedLM, encode_chat_prompt, load_base_model
 from pipeline.models.store import resolve_model_dir
-from pipeline.models.tokenizer import load_tokenizer
 from pipeline.predict import STAGE, PredictConfig
 
-PROMPTS = ["What is the target doing?", "hi", "The target approaches the station, then hovers at 200 m. Why?"]
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
-
-
-def sharp_lm(name: str, pre_seq_len: int = 3) -> AdaptedLM:
-    """A tiny model with larger random weights, so greedy outputs vary from token to token."""
-    model = load_base_model(resolve_model_dir(f"tiny:{name}"))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    torch.manual_seed(0)
-    method = MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=pre_seq_len, init_std=0.5)) if pre_seq_len else None
-    return AdaptedLM(model, method).eval()
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(resolve_model_dir("tiny:llama"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def greedy_without_cache(lm: AdaptedLM, ids: list[int], n: int) -> list[int]:

@@ -29,8 +29,8 @@ import pipeline.models.scoring as scoring
 from data_prep.imports import ImportSpec, import_file
 from data_prep.stage import STAGE as DATA_PREP
 from data_prep.stage import DataPrepConfig, check_records_finite
+from eval.config import EvalConfig
 from eval.stage import STAGE as EVALUATE
-from eval.stage import EvalConfig
 from pipeline.cli import main as cli_main
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import DataError, load_jsonl, read_jsonl, write_jsonl
@@ -46,9 +46,7 @@ PROMPTS_TINY = ROOT / "prompts_cot/configs/tiny.yaml"
 EVAL_TINY = ROOT / "eval/configs/tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def short(tmp_path: Path, out: Path, prompts: Path, **overrides) -> object:

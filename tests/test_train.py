@@ -20,9 +20,7 @@ from pipeline.models.lm import load_model
 from pipeline.train import STAGE, TrainConfig, run_train
 from train_helpers import ROOT, TINY_YAML, run_cli, tiny_cfg, train_losses, write_prompts
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_loss_decreases_on_repeated_example(tmp_path):

@@ -54,8 +54,8 @@ def run_cli(args: list[str], timeout: int = 600, extra_env: dict[str, str] | Non
 def evaluate_final(tmp_path: Path, records: Path, prompts: Path, train_dir: Path, tag: str) -> list[dict]:
     """The real evaluate stage (``eval/configs/tiny.yaml``, clean ``plain`` prompts, both modes) on
     ``<train_dir>/final`` as model ``tag``; returns its prediction rows."""
+    from eval.config import EvalConfig
     from eval.stage import STAGE as EVAL_STAGE
-    from eval.stage import EvalConfig
     from pipeline.core.io import load_jsonl
     from pipeline.core.stage import run_stage
 
