@@ -104,17 +104,23 @@ def test_profile_steps_load_with_inputs_wired_to_upstream_outputs(name):
         outputs.add(Path(cfg.out_dir))
 
 
-@pytest.mark.parametrize("name", ["methods", "methods_gpu"])
+@pytest.mark.parametrize("name", ["methods", "methods_tiny", "methods_gpu"])
 def test_methods_profiles_train_every_method_on_one_recipe(name):
     profile = load_profile(name)
-    trains = [s for s in profile.steps if s.stage_name == "train"]
+    trains = [s for s in profile.steps if s.stage_name in ("train", "train_sweep")]
     names = [next((parse_override(o)[1] for o in s.overrides if o.startswith("method.name=")), "ptuning_v2")
              for s in trains]  # without an override: the recipe's own method
     assert names == ["ptuning_v2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora"]
     assert len({str(s.config) for s in trains}) == 1  # same data, steps and batch: only the method differs
     for s in trains:  # an override may set the method, its own section and its learning rate, nothing else
         keys = {".".join(parse_override(o)[0]) for o in s.overrides}
-        assert keys <= {"method.name", f"method.{s.name[len('train_'):]}", "optim.learning_rate"}, (s.name, keys)
+        method = s.name[len("train_"):]
+        assert keys <= {"method.name", f"method.{method}", "optim.learning_rate", "sweep.candidates"}, (s.name, keys)
+        for o in s.overrides:  # a sweep candidate, too, changes only the method, the cls head and the learning rate
+            if o.startswith("sweep.candidates="):
+                for cand in parse_override(o)[1]:
+                    ckeys = {parse_override(c)[0][0] + "." + parse_override(c)[0][1] for c in cand["overrides"]}
+                    assert ckeys <= {f"method.{method}", "method.cls_head", "optim.learning_rate"}, (s.name, cand)
     table = next(s for s in profile.steps if s.stage_name == "method_table")
     assert {f"train_runs.{n}" for n in names} | {f"reports.{n}" for n in names} < set(table.inputs)
     if missing_methods(profile):

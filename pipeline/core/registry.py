@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "data_prep": "data_prep.stage:STAGE",
     "prompts": "prompts_cot.stage:STAGE",
     "train": "pipeline.train:STAGE",
+    "train_sweep": "pipeline.train.sweep:STAGE",
     "predict": "pipeline.predict:STAGE",
     "classify": "pipeline.classify:STAGE",
     "export": "pipeline.export:STAGE",
