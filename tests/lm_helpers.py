@@ -13,8 +13,9 @@ from pipeline.models.store import resolve_model_dir
 PROMPTS = ["What is the target doing?", "hi", "The target approaches the station, then hovers at 200 m. Why?"]
 
 
-def sharp_lm(name: str, pre_seq_len: int = 3) -> AdaptedLM:
-    """A tiny model with larger random weights, so greedy outputs vary from token to token."""
+def sharp_base(name: str):
+    """The tiny base model ``tiny:<name>`` with larger random weights (seeded), so greedy outputs vary from
+    token to token; the global torch seed is reset to 0 afterwards (adapters built next are reproducible)."""
     model = load_base_model(resolve_model_dir(f"tiny:{name}"))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -22,6 +23,12 @@ def sharp_lm(name: str, pre_seq_len: int = 3) -> AdaptedLM:
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     torch.manual_seed(0)
+    return model
+
+
+def sharp_lm(name: str, pre_seq_len: int = 3) -> AdaptedLM:
+    """A tiny model with larger random weights, so greedy outputs vary from token to token."""
+    model = sharp_base(name)
     method = MethodConfig(ptuning_v2=PrefixConfig(pre_seq_len=pre_seq_len, init_std=0.5)) if pre_seq_len else None
     return AdaptedLM(model, method).eval()
 

@@ -33,6 +33,7 @@ from pipeline.models.lm import AdaptedLM, load_base_model, load_model
 from pipeline.models.scoring import answer_rows, score_rows, score_rows_per_level
 from pipeline.models.store import resolve_model_dir
 from pipeline.train import run_train
+from lm_helpers import sharp_base
 from train_helpers import evaluate_final, run_cli, tiny_cfg, train_losses, write_prompts
 
 #: per method: overrides giving a tiny, fast setting (dropouts on where the method has one: resume must replay them)
@@ -145,13 +146,7 @@ def test_deepspeed_engine_trains_the_method_like_torch(tmp_path, name):
 # ------------------------------------------------------------------------------- cache paths (no training)
 def sharp(name: str, method: MethodConfig) -> AdaptedLM:
     """A tiny model with larger random weights (greedy outputs vary) and non-trivial adapters."""
-    model = load_base_model(resolve_model_dir(f"tiny:{name}"))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    torch.manual_seed(0)
+    model = sharp_base(name)
     lm = AdaptedLM(model, build_adapters(method, model, arch_facts(model.config)))
     if lm.lora is not None:
         with torch.no_grad():
