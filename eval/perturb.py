@@ -151,10 +151,15 @@ TEXT_LEVEL = ("prose", "synonyms", "synonyms_unseen", "key_alias", "casing", "ty
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def rng_for(name: str, severity: int, seed: int, sample_id: str) -> np.random.Generator:
-    """A numpy Generator seeded from sha256 of the perturbation key (stable across runs/machines)."""
-    digest = hashlib.sha256(f"{name}|{severity}|{seed}|{sample_id}".encode()).digest()
+def keyed_rng(*parts: object) -> np.random.Generator:
+    """A numpy Generator seeded from sha256 of ``"|".join(parts)`` (stable across runs and machines)."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def rng_for(name: str, severity: int, seed: int, sample_id: str) -> np.random.Generator:
+    """The Generator of one perturbation draw: :func:`keyed_rng` of ``(name, severity, seed, sample_id)``."""
+    return keyed_rng(name, severity, seed, sample_id)
 
 
 def label_may_change(name: str, severity: int) -> bool:

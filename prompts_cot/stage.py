@@ -454,8 +454,7 @@ def draw_variation(aug: AugmentConfig, sample_id: str) -> list[tuple[str, int]]:
     for a canonical row. Deterministic in ``(aug.seed, sample_id)``: every variant of a sample gets the same."""
     from eval import perturb
 
-    digest = hashlib.sha256(f"augment|{aug.seed}|{sample_id}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    rng = perturb.keyed_rng("augment", aug.seed, sample_id)
     steps: list[tuple[str, int]] = []
     if rng.random() < aug.share:
         k = int(rng.integers(1, min(aug.max_families, len(aug.families)) + 1))
@@ -481,11 +480,11 @@ def counterfactual_twin(rec: dict[str, Any], aug: AugmentConfig) -> dict[str, An
     other flag); a CoT row renders the rule-derived one.
     """
     from data_prep import rules
+    from eval import perturb
 
     if aug.counterfactual <= 0:
         return None
-    digest = hashlib.sha256(f"counterfactual|{aug.seed}|{rec['sample_id']}".encode()).digest()
-    if np.random.default_rng(int.from_bytes(digest[:8], "little")).random() >= aug.counterfactual:
+    if perturb.keyed_rng("counterfactual", aug.seed, rec["sample_id"]).random() >= aug.counterfactual:
         return None
     context = rec.get("context") or {}
     labels = rec["labels"]
