@@ -239,3 +239,27 @@ def test_report_marks_cells_seen_or_unseen_and_names_the_worst():
                           n_resamples=50)
     md = render_markdown(report)
     assert "| typos | 1 | unseen |" in md and "| casing | 1 | seen |" in md and "typos-1 0.500" in md
+
+
+def test_diag_task_flag_finds_a_model_that_ignores_the_cooperative_flag():
+    """scripts/diag_task_flag.py: a 'model' that always answers the non-cooperative task is caught — half its task
+    answers wrong, every error the other flag's task, the cooperative cells at 0."""
+    import importlib.util
+
+    from data_prep.rules import intents
+
+    spec = importlib.util.spec_from_file_location("diag_task_flag", Path(__file__).parents[1] / "scripts/diag_task_flag.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    records, rows = {}, []
+    for i, (motion, coop) in enumerate([(m, c) for m in ("collision", "retreat", "random") for c in (False, True)]):
+        context = {"size": "small", "cooperative": coop, "equipment": "none", "lighting": "partial",
+                   "electromagnetic": "normal"}
+        records[f"s{i}"] = {"context": context}
+        rows.append({"sample_id": f"s{i}", "gold": intents(context, motion),
+                     "parsed": intents({**context, "cooperative": False}, motion)})
+    table = diag.flag_table(rows, records)
+    assert table["task_acc"] == pytest.approx(0.5)
+    assert table["task_errors"] == table["other_flag_errors"] == 3
+    assert table["cells"]["collision/cooperative"] == [0, 1]
+    assert table["cells"]["collision/non-cooperative"] == [1, 1]
