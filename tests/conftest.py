@@ -8,6 +8,10 @@ the tiny train config, the train CLI), ``lm_helpers`` (tiny random models and in
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -27,3 +31,16 @@ def tok():
     from pipeline.models.tokenizer import load_tokenizer
 
     return load_tokenizer(resolve_model_dir("tiny:llama"))
+
+
+@pytest.fixture
+def load_script():
+    """``load_script("name")``: ``scripts/name.py`` loaded as a module (scripts/ is not a package)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

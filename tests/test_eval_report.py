@@ -203,12 +203,8 @@ def test_render_html_empty_report_is_valid():
     assert not checker.errors and checker.stack == []
 
 
-def test_learning_curve_script_writes_png_and_points(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("plot_learning_curve", ROOT / "scripts/plot_learning_curve.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_learning_curve_script_writes_png_and_points(tmp_path, load_script):
+    script = load_script("plot_learning_curve")
     train = tmp_path / "train"
     train.mkdir()
     rows = [{"kind": "eval", "step": s, "dev_acc": s / 100, "dev_acc_motion": s / 90, "dev_rows": 240,

@@ -14,7 +14,6 @@ Record the fast test's fixtures from this run:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -30,17 +29,9 @@ FIXTURE_FILES = ("tasks.json", "tasks.jsonl", "labeling_config.xml", "export_jso
                  "roundtrip.json")
 
 
-def load_helper():
-    """``scripts/label_studio_server.py`` as a module."""
-    spec = importlib.util.spec_from_file_location("label_studio_server", ROOT / "scripts" / "label_studio_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_round_trip_against_a_real_label_studio(tmp_path):
-    helper = load_helper()
+def test_round_trip_against_a_real_label_studio(tmp_path, load_script):
+    helper = load_script("label_studio_server")
     start = time.monotonic()
     records, export_dir = make_batch(tmp_path / "batch")
     out = tmp_path / "exports"
@@ -59,9 +50,9 @@ def test_round_trip_against_a_real_label_studio(tmp_path):
         (dest / "roundtrip.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def test_scripted_editor_bodies():
+def test_scripted_editor_bodies(load_script):
     """The scripted experts send what the editor sends (fast; no server)."""
-    helper = load_helper()
+    helper = load_script("label_studio_server")
     prediction = json.loads((ROOT / "tests/fixtures/label_studio/tasks.json").read_text())[0]["predictions"][0]
     prediction = {"id": 7, **prediction}
     accept = helper.editor_annotation(prediction, {}, lead_time=1.0)

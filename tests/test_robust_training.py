@@ -241,16 +241,12 @@ def test_report_marks_cells_seen_or_unseen_and_names_the_worst():
     assert "| typos | 1 | unseen |" in md and "| casing | 1 | seen |" in md and "typos-1 0.500" in md
 
 
-def test_diag_task_flag_finds_a_model_that_ignores_the_cooperative_flag():
+def test_diag_task_flag_finds_a_model_that_ignores_the_cooperative_flag(load_script):
     """scripts/diag_task_flag.py: a 'model' that always answers the non-cooperative task is caught — half its task
     answers wrong, every error the other flag's task, the cooperative cells at 0."""
-    import importlib.util
-
     from data_prep.rules import intents
 
-    spec = importlib.util.spec_from_file_location("diag_task_flag", Path(__file__).parents[1] / "scripts/diag_task_flag.py")
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
+    diag = load_script("diag_task_flag")
     records, rows = {}, []
     for i, (motion, coop) in enumerate([(m, c) for m in ("collision", "retreat", "random") for c in (False, True)]):
         context = {"size": "small", "cooperative": coop, "equipment": "none", "lighting": "partial",
