@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.rules import task_intent
-from pipeline.core.io import load_jsonl
+from pipeline.cli import UserError, user_errors
+from pipeline.core.io import DataError, read_jsonl
 
 
 def flag_table(predictions: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -46,21 +47,46 @@ def flag_table(predictions: list[dict[str, Any]], records: dict[str, dict[str, A
             "cells": {f"{m}/{'cooperative' if c else 'non-cooperative'}": v for (m, c), v in sorted(cells.items())}}
 
 
-def main(argv: list[str] | None = None) -> None:
+def read_inputs(predictions: Path, records: Path, tag: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The clean prediction rows of ``tag`` and the records by sample id; a missing field or a prediction
+    without its record is a DataError naming file, line and field."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for line, rec in read_jsonl(records):
+        if not isinstance(rec.get("context"), dict) or "cooperative" not in rec["context"]:
+            raise DataError(records, line, "context.cooperative", "missing (expected a data_prep record)")
+        by_id[str(rec.get("sample_id"))] = rec
+    rows = []
+    for line, row in read_jsonl(predictions):
+        for key in ("sample_id", "perturbation", "model_tag", "gold"):
+            if key not in row:
+                raise DataError(predictions, line, key, "missing (expected an evaluate stage's predictions.jsonl)")
+        if row["perturbation"] != "clean" or row["model_tag"] != tag:
+            continue
+        if row["sample_id"] not in by_id:
+            raise DataError(predictions, line, "sample_id", f"{row['sample_id']!r} is not in {records}")
+        rows.append(row)
+    return rows, by_id
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("predictions", type=Path)
     ap.add_argument("records", type=Path, help="the data_prep split the predictions came from")
     ap.add_argument("--tag", default="tuned")
+    ap.add_argument("--debug", action="store_true", help="tracebacks instead of one error line")
     args = ap.parse_args(argv)
-    rows = [r for r in load_jsonl(args.predictions) if r["perturbation"] == "clean" and r["model_tag"] == args.tag]
-    records = {r["sample_id"]: r for r in load_jsonl(args.records)}
-    table = flag_table(rows, records)
+    try:
+        with user_errors(args.debug):
+            table = flag_table(*read_inputs(args.predictions, args.records, args.tag))
+    except UserError as exc:
+        return exc.code
     print(f"n {table['n']}  task acc {table['task_acc']:.3f}  task acc | motion & operation right "
           f"{table['task_acc_given_motion_and_operation']:.3f}  task errors {table['task_errors']}, "
           f"of them the other flag's task {table['other_flag_errors']}")
     for cell, (right, n) in table["cells"].items():
         print(f"{cell:32s} {right:3d} / {n}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -259,3 +259,13 @@ def test_diag_task_flag_finds_a_model_that_ignores_the_cooperative_flag(load_scr
     assert table["task_errors"] == table["other_flag_errors"] == 3
     assert table["cells"]["collision/cooperative"] == [0, 1]
     assert table["cells"]["collision/non-cooperative"] == [1, 1]
+
+
+def test_diag_task_flag_names_the_prediction_without_its_record(tmp_path, load_script, capsys):
+    """A prediction whose sample is not in the records file is exit 2 naming file, line and field, no traceback."""
+    diag = load_script("diag_task_flag")
+    predictions, records = tmp_path / "predictions.jsonl", tmp_path / "test.jsonl"
+    predictions.write_text('{"sample_id": "x", "perturbation": "clean", "model_tag": "tuned", "gold": {}}\n')
+    records.write_text('{"sample_id": "y", "context": {"cooperative": true}}\n')
+    assert diag.main([str(predictions), str(records)]) == 2
+    assert f"{predictions}, line 1, field 'sample_id': 'x' is not in {records}" in capsys.readouterr().err
